@@ -1,0 +1,154 @@
+"""The frozen model configuration that travels inside every checkpoint the project writes."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from models.errors import ConfigError, LengthError
+
+HARMONAI_C_MULTS: tuple[int, ...] = (128, 128, 256, 256) + (512,) * 10
+TIME_FEATURES = 16  # the Fourier time features concatenated to the input (8 frequencies, cos and sin)
+CLASS_FEATURES = 16  # width of the learned per-category embedding, when the model has categories
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and audio format of one Dance Diffusion network.
+
+    ``n_attn_layers`` keeps the original meaning (attention on levels ``i >= depth - n_attn_layers - 1``),
+    so the Harmonai value of 4 gives attention on the six innermost levels.
+    """
+
+    name: str = "untitled"
+    sample_rate: int = 48000
+    sample_size: int = 65536
+    channels: int = 2
+    depth: int = 14
+    c_mults: tuple[int, ...] = HARMONAI_C_MULTS
+    n_attn_layers: int = 4
+    categories: tuple[str, ...] = ()
+    license: str = ""
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "c_mults", tuple(int(c) for c in self.c_mults))
+        object.__setattr__(self, "categories", tuple(str(c) for c in self.categories))
+        if not 2 <= self.depth <= 16:
+            raise ConfigError(f"depth must be in 2..16, got {self.depth}")
+        if len(self.c_mults) != self.depth:
+            raise ConfigError(f"c_mults must have depth={self.depth} entries, got {len(self.c_mults)}")
+        for level, c in enumerate(self.c_mults, start=1):
+            if c <= 0:
+                raise ConfigError(f"c_mults[{level - 1}] must be positive, got {c}")
+            if level >= self.first_attn_level and c % 32:
+                raise ConfigError(
+                    f"c_mults[{level - 1}]={c} is on an attention level and must be a multiple of 32 (head size)"
+                )
+        if self.channels not in (1, 2):
+            raise ConfigError(f"channels must be 1 (mono) or 2 (stereo), got {self.channels}")
+        if not 8000 <= self.sample_rate <= 192000:
+            raise ConfigError(f"sample_rate must be in 8000..192000 Hz, got {self.sample_rate}")
+        if self.n_attn_layers < 0:
+            raise ConfigError(f"n_attn_layers must be >= 0, got {self.n_attn_layers}")
+        if self.sample_size % self.factor or self.sample_size < self.min_length:
+            raise ConfigError(
+                f"sample_size must be a multiple of {self.factor} and at least {self.min_length}, "
+                f"got {self.sample_size}"
+            )
+        if len(set(self.categories)) != len(self.categories):
+            raise ConfigError(f"categories must be unique, got {list(self.categories)}")
+
+    # --- derived facts -------------------------------------------------------------------------
+    @property
+    def factor(self) -> int:
+        """Lengths must be a multiple of this (one factor of two per down-sampling stage)."""
+        return 2 ** (self.depth - 1)
+
+    @property
+    def min_length(self) -> int:
+        """Reflect padding needs at least three samples at the innermost level."""
+        return 3 * self.factor
+
+    @property
+    def first_attn_level(self) -> int:
+        """Lowest level (1 = full resolution) that has self-attention; above depth means none."""
+        if self.n_attn_layers <= 0:
+            return self.depth + 1
+        return max(2, self.depth - self.n_attn_layers - 1)
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.categories)
+
+    @property
+    def in_channels(self) -> int:
+        return self.channels + TIME_FEATURES + (CLASS_FEATURES if self.categories else 0)
+
+    @property
+    def seconds(self) -> float:
+        return self.sample_size / self.sample_rate
+
+    def category_index(self, name: str) -> int:
+        """Index of a category by name (case-insensitive); a clear error lists the allowed ones."""
+        lowered = [c.lower() for c in self.categories]
+        if not self.categories:
+            raise ConfigError(f"model '{self.name}' is unconditional; category '{name}' cannot be chosen")
+        if name.lower() not in lowered:
+            raise ConfigError(f"category must be one of {list(self.categories)}, got '{name}'")
+        return lowered.index(name.lower())
+
+    def padded_length(self, samples: int) -> int:
+        """Round a requested length up to what the network accepts; refuse lengths that are too short."""
+        if samples <= 0:
+            raise LengthError(f"length must be a positive number of samples, got {samples}")
+        padded = max(self.min_length, math.ceil(samples / self.factor) * self.factor)
+        return padded
+
+    def length_for_seconds(self, seconds: float) -> int:
+        """Samples at the model rate for a duration, checked against the model's minimum."""
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise LengthError(f"seconds must be a positive number, got {seconds}")
+        samples = int(round(seconds * self.sample_rate))
+        if samples < self.min_length:
+            raise LengthError(
+                f"seconds must be at least {self.min_length / self.sample_rate:.3f} for model '{self.name}' "
+                f"({self.min_length} samples at {self.sample_rate} Hz), got {seconds}"
+            )
+        return samples
+
+    # --- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["c_mults"] = list(self.c_mults)
+        d["categories"] = list(self.categories)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config keys {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"model config is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"model config must be a JSON object, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+
+def harmonai_config(name: str = "harmonai", sample_rate: int = 48000, sample_size: int = 65536) -> ModelConfig:
+    """The layout shared by all six public Harmonai checkpoints (221,389,322 parameters)."""
+    return ModelConfig(name=name, sample_rate=sample_rate, sample_size=sample_size)
