@@ -44,9 +44,10 @@ class ModelConfig:
         for level, c in enumerate(self.c_mults, start=1):
             if c <= 0:
                 raise ConfigError(f"c_mults[{level - 1}] must be positive, got {c}")
-            if level >= self.first_attn_level and c % 32:
+            attn_level = level >= self.first_attn_level or level + 1 == self.first_attn_level
+            if attn_level and c % 32:
                 raise ConfigError(
-                    f"c_mults[{level - 1}]={c} is on an attention level and must be a multiple of 32 (head size)"
+                    f"c_mults[{level - 1}]={c} feeds an attention level and must be a multiple of 32 (head size)"
                 )
         if self.channels not in (1, 2):
             raise ConfigError(f"channels must be 1 (mono) or 2 (stereo), got {self.channels}")

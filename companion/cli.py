@@ -1,0 +1,44 @@
+"""The ``dd-companion`` command line: one sub-command per module, errors printed as one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from models.errors import DDError
+
+COMMANDS = (
+    "companion.cmd_generate",
+    "companion.cmd_models",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dd-companion",
+        description="Dance Diffusion companion: fresh one-shots and loops for your DAW.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    import importlib
+
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args.run(args) or 0)
+    except DDError as exc:
+        print(f"dd-companion: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dd-companion: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,76 @@
+"""The seam between samplers and runtimes: a backend owns a network and hands out denoisers.
+
+A denoiser is ``denoise(x, t) -> v`` on NumPy arrays (``[batch, channels, length]``, ``[batch]``);
+precision, device placement and threading belong to the backend. This module imports neither torch
+nor onnxruntime, so the runtime can start with only one of them installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from models.config import ModelConfig
+from models.errors import ConfigError
+
+Denoiser = Callable[[np.ndarray, np.ndarray], np.ndarray]
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+class Backend(Protocol):
+    """A loaded model ready to denoise; one worker thread uses it at a time."""
+
+    config: ModelConfig
+    kind: str  # "torch" or "onnxruntime"
+    device: str
+    model_hash: str  # SHA-256 of the weights file
+    source: str  # path of the weights, or a description for built-in models
+
+    def denoiser(self, labels: np.ndarray | None) -> Denoiser: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def available_backends() -> list[str]:
+    return [name for name in ("torch", "onnxruntime") if importlib.util.find_spec(name) is not None]
+
+
+def load_backend(
+    model: str | Path | None = None,
+    *,
+    backend: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+    sample_rate: int | None = None,
+    sample_size: int | None = None,
+) -> Backend:
+    """Load ``model`` (a path, a known name, or None for the default model) on the chosen runtime."""
+    from models.registry import resolve_model
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {list(BACKENDS)}, got '{backend}'")
+    path = resolve_model(model)
+    kind = backend
+    if kind == "auto":
+        kind = "onnxruntime" if path.suffix == ".onnx" else "torch"
+        if kind == "torch" and "torch" not in available_backends():
+            raise ConfigError(
+                f"model '{path.name}' needs torch, which is not installed; install the torch extra "
+                "(pip install 'dd-companion[torch]') or use an exported .onnx model"
+            )
+    if kind == "torch":
+        if "torch" not in available_backends():
+            raise ConfigError("backend 'torch' requested but torch is not installed (pip install 'dd-companion[torch]')")
+        from models.torch_backend import TorchBackend
+
+        return TorchBackend.load(path, device=device, precision=precision, sample_rate=sample_rate,
+                                 sample_size=sample_size)
+    try:
+        from export.ort_backend import OrtBackend  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise ConfigError(f"backend 'onnxruntime' is not available here: {exc}") from None
+    return OrtBackend.load(path, device=device)

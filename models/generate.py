@@ -1,0 +1,191 @@
+"""Generation, variation and morphing over any backend: seeds in, audio at the model rate out.
+
+Randomness is per item: each seed becomes the item's own generator, which draws the item's starting
+noise and then any noise its sampler needs, so a seed gives the same sound whatever the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from models.backend import Backend
+from models.errors import ConfigError, LengthError
+from models.samplers import DEFAULT_SAMPLER, get_sampler, invert, noise_to, sample, slerp
+from models.schedules import make_schedule
+
+MAX_SEED = 2**31 - 1  # fits an OSC int32
+Progress = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+
+
+def random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+def check_seed(seed: int) -> int:
+    if not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to sample: sampler name, steps (None = the sampler's default), schedule (None = its default), eta."""
+
+    sampler: str = DEFAULT_SAMPLER
+    steps: int | None = None
+    schedule: str | None = None
+    eta: float | None = None
+
+    def resolved(self) -> SamplingOptions:
+        """Fill the sampler's defaults and check every field."""
+        info = get_sampler(self.sampler)
+        steps = info.default_steps if self.steps is None else self.steps
+        if not isinstance(steps, (int, np.integer)) or not 1 <= steps <= 1000:
+            raise ConfigError(f"steps must be an integer in 1..1000, got {steps!r}")
+        schedule = self.schedule or info.default_schedule
+        make_schedule(schedule, 1)  # validates the name
+        if self.eta is not None and "eta" not in info.options:
+            raise ConfigError(f"sampler '{self.sampler}' takes no eta; samplers with eta: "
+                              f"{[n for n in ('v-ddim', 'dpmpp-2m-sde')]}")
+        return replace(self, steps=int(steps), schedule=schedule)
+
+    def sampler_kwargs(self) -> dict[str, float]:
+        return {} if self.eta is None else {"eta": float(self.eta)}
+
+
+def _labels(backend: Backend, category: str | None | Sequence[str | None], n: int) -> np.ndarray | None:
+    config = backend.config
+    cats = list(category) if isinstance(category, (list, tuple)) else [category] * n
+    if len(cats) != n:
+        raise ConfigError(f"got {len(cats)} categories for {n} items")
+    if not config.categories:
+        if any(c not in (None, "", "sample") for c in cats):
+            raise ConfigError(f"model '{config.name}' is unconditional; it takes no category (got {cats[0]!r})")
+        return None
+    if any(c in (None, "") for c in cats):
+        raise ConfigError(f"model '{config.name}' needs a category: one of {list(config.categories)}")
+    return np.array([config.category_index(str(c)) for c in cats], dtype=np.int64)
+
+
+def _rngs(seeds: Sequence[int]) -> list[np.random.Generator]:
+    return [np.random.default_rng(check_seed(s)) for s in seeds]
+
+
+def generate(
+    backend: Backend,
+    seeds: Sequence[int],
+    *,
+    category: str | None | Sequence[str | None] = None,
+    length: int | None = None,
+    options: SamplingOptions = SamplingOptions(),
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+) -> np.ndarray:
+    """New sounds, one per seed: float32 ``[len(seeds), channels, length]`` at the model rate."""
+    config = backend.config
+    if not seeds:
+        raise ConfigError("need at least one seed")
+    length = config.sample_size if length is None else int(length)
+    padded = config.padded_length(length)
+    opts = options.resolved()
+    rngs = _rngs(seeds)
+    labels = _labels(backend, category, len(seeds))
+    noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
+    ts = make_schedule(opts.schedule, opts.steps)
+    out = sample(opts.sampler, backend.denoiser(labels), noise, ts, rngs, callback=progress, cancel=cancel,
+                 **opts.sampler_kwargs())
+    return np.clip(out[..., :length], -1.0, 1.0).astype(np.float32)
+
+
+def variation(
+    backend: Backend,
+    source: np.ndarray,
+    seeds: Sequence[int],
+    *,
+    strength: float = 0.5,
+    category: str | None | Sequence[str | None] = None,
+    options: SamplingOptions = SamplingOptions(),
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+) -> np.ndarray:
+    """Variations of ``source`` (``[channels, n]`` at the model rate), one per seed.
+
+    ``strength`` in (0, 1] is the diffusion time t' the source is noised to before sampling back, the
+    same for every sampler: 1 keeps nothing of the source, 0.3 keeps its overall shape and timbre.
+    The sampler spends ``ceil(steps * strength)`` steps on the way back.
+    """
+    config = backend.config
+    if not (isinstance(strength, (int, float)) and 0.0 < float(strength) <= 1.0):
+        raise ConfigError(f"strength must be in (0, 1], got {strength!r}")
+    source = np.asarray(source, dtype=np.float32)
+    if source.ndim != 2 or source.shape[0] != config.channels:
+        raise ConfigError(f"source must be [{config.channels}, samples], got shape {source.shape}")
+    length = source.shape[1]
+    if length < config.min_length // 8:
+        raise LengthError(f"source is {length} samples; at least {config.min_length // 8} needed")
+    padded = config.padded_length(length)
+    x0 = np.zeros((len(seeds), config.channels, padded), dtype=np.float32)
+    x0[:, :, :length] = source
+    opts = options.resolved()
+    steps = max(1, math.ceil(opts.steps * float(strength)))
+    rngs = _rngs(seeds)
+    labels = _labels(backend, category, len(seeds))
+    noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
+    ts = make_schedule(opts.schedule, steps, t_start=float(strength))
+    x = noise_to(x0, ts[0], noise)
+    out = sample(opts.sampler, backend.denoiser(labels), x, ts, rngs, callback=progress, cancel=cancel,
+                 **opts.sampler_kwargs())
+    return np.clip(out[..., :length], -1.0, 1.0).astype(np.float32)
+
+
+def morph(
+    backend: Backend,
+    a: np.ndarray,
+    b: np.ndarray,
+    frames: int,
+    *,
+    category: str | None = None,
+    steps: int = 50,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+) -> np.ndarray:
+    """``frames`` sounds going from ``a`` to ``b`` (both ``[channels, n]``): float32 ``[frames, channels, n]``.
+
+    Both sources are inverted deterministically to pure-noise latents, interpolated spherically with
+    weights k/(frames-1) (the first and last frames reconstruct the sources), and sampled back with the
+    deterministic DDIM sampler on the crash schedule.
+    """
+    config = backend.config
+    if not isinstance(frames, (int, np.integer)) or not 2 <= frames <= 64:
+        raise ConfigError(f"frames must be an integer in 2..64, got {frames!r}")
+    if not isinstance(steps, (int, np.integer)) or not 2 <= steps <= 1000:
+        raise ConfigError(f"steps must be an integer in 2..1000, got {steps!r}")
+    srcs = [np.asarray(s, dtype=np.float32) for s in (a, b)]
+    for name, s in zip("ab", srcs, strict=True):
+        if s.ndim != 2 or s.shape[0] != config.channels:
+            raise ConfigError(f"source {name} must be [{config.channels}, samples], got shape {s.shape}")
+    length = max(s.shape[1] for s in srcs)
+    padded = config.padded_length(length)
+    pair = np.zeros((2, config.channels, padded), dtype=np.float32)
+    for i, s in enumerate(srcs):
+        pair[i, :, : s.shape[1]] = s
+    labels = _labels(backend, category, 2)
+    ts = make_schedule("crash", steps)
+    total = 2 * steps  # inversion (both sources in one batch), then sampling (all frames in one batch)
+
+    def stage(offset: int) -> Progress | None:
+        return None if progress is None else (lambda i, n: progress(offset + i, total))
+
+    latents = invert(backend.denoiser(labels), pair, ts[::-1].copy(), callback=stage(0), cancel=cancel)
+    weights = np.linspace(0.0, 1.0, frames)
+    mixed = slerp(latents[:1], latents[1:], weights)
+    frame_labels = None if labels is None else np.full(frames, labels[0])
+    rngs = [np.random.default_rng(0) for _ in range(frames)]  # DDIM with eta 0 draws nothing
+    out = sample("v-ddim", backend.denoiser(frame_labels), mixed, ts, rngs, callback=stage(steps), cancel=cancel)
+    return np.clip(out[..., :length], -1.0, 1.0).astype(np.float32)

@@ -1,0 +1,216 @@
+"""Dance Diffusion's ``DiffusionAttnUnet1D``, re-implemented with the original module layout.
+
+Module names follow Harmonai's sample-generator so that an original ``state_dict`` (minus the
+``diffusion_ema.`` prefix) loads key for key. Two things differ from the original, neither changes
+the output: the fixed cubic resampling kernels run as depthwise convolutions instead of dense
+C x C convolutions with only the diagonal set (about 11% of the FLOPs of the full network), and
+attention uses ``scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import CLASS_FEATURES, TIME_FEATURES, ModelConfig
+
+CUBIC_KERNEL = (-0.01171875, -0.03515625, 0.11328125, 0.43359375, 0.43359375, 0.11328125, -0.03515625, -0.01171875)
+
+
+class Conv(nn.Conv1d):
+    """A 1-D convolution (same parameters and keys as ``nn.Conv1d``) that also runs on 4-D input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            pad = self.padding[0]
+            return F.conv2d(x, self.weight[:, :, None, :], self.bias, padding=(0, pad))
+        return super().forward(x)
+
+
+def _pad_time(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """Reflect-pad the time axis of a 3-D or channels-last 4-D tensor, keeping its memory layout."""
+    if x.dim() == 4:
+        return F.pad(x, (left, right, 0, 0), mode="reflect").contiguous(memory_format=torch.channels_last)
+    return F.pad(x, (left, right), mode="reflect")
+
+
+class ResConvBlock(nn.Module):
+    """Two 5-tap convolutions with GroupNorm(1) and GELU, plus a (1x1 when needed) skip."""
+
+    def __init__(self, c_in: int, c_mid: int, c_out: int, is_last: bool = False) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            Conv(c_in, c_mid, 5, padding=2),
+            nn.GroupNorm(1, c_mid),
+            nn.GELU(),
+            Conv(c_mid, c_out, 5, padding=2),
+            nn.Identity() if is_last else nn.GroupNorm(1, c_out),
+            nn.Identity() if is_last else nn.GELU(),
+        )
+        self.skip = nn.Identity() if c_in == c_out else Conv(c_in, c_out, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x) + self.skip(x)
+
+
+class SelfAttention1d(nn.Module):
+    """Global multi-head self-attention over time, head size 32, residual."""
+
+    def __init__(self, channels: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.norm = nn.GroupNorm(1, channels)
+        self.qkv_proj = Conv(channels, channels * 3, 1)
+        self.out_proj = Conv(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        length = x.shape[-1]
+        qkv = self.qkv_proj(self.norm(x))
+        if x.dim() == 4:  # channels-last memory is [n, length, 3c]: view it so, without copying
+            heads = qkv.permute(0, 2, 3, 1).reshape(n, length, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        else:
+            heads = qkv.view(n, 3, self.n_head, c // self.n_head, length).transpose(3, 4).transpose(0, 1)
+        q, k, v = heads.unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v)  # scale d^-1/2, same as the original's d^-1/4 on q and k
+        if x.dim() == 4:
+            y = y.permute(0, 2, 1, 3).reshape(n, 1, length, c).permute(0, 3, 1, 2)
+        else:
+            y = y.transpose(2, 3).reshape(n, c, length)
+        return x + self.out_proj(y)
+
+
+class Downsample1d(nn.Module):
+    """Stride-2 cubic low-pass with reflect padding, per channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("kernel", torch.tensor(CUBIC_KERNEL))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        x = _pad_time(x, 3, 3)
+        weight = self.kernel.to(x.dtype).expand(c, 1, -1)
+        if x.dim() == 4:
+            return F.conv2d(x, weight[:, :, None, :], stride=(1, 2), groups=c)
+        return F.conv1d(x, weight, stride=2, groups=c)
+
+
+class Upsample1d(nn.Module):
+    """Stride-2 transposed cubic interpolation with reflect padding, per channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("kernel", torch.tensor(CUBIC_KERNEL) * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        x = _pad_time(x, 2, 2)
+        weight = self.kernel.to(x.dtype).expand(c, 1, -1)
+        if x.dim() == 4:
+            return F.conv_transpose2d(x, weight[:, :, None, :], stride=(1, 2), padding=(0, 7), groups=c)
+        return F.conv_transpose1d(x, weight, stride=2, padding=7, groups=c)
+
+
+class SkipBlock(nn.Module):
+    """Runs ``main`` and concatenates its output with its input along channels."""
+
+    def __init__(self, *main: nn.Module) -> None:
+        super().__init__()
+        self.main = nn.Sequential(*main)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.main(x), x], dim=1)
+
+
+class FourierFeatures(nn.Module):
+    """Trainable random Fourier features of the diffusion time: [cos 2πtw, sin 2πtw]."""
+
+    def __init__(self, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features // 2, 1))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        f = 2 * math.pi * t[:, None] @ self.weight.T
+        return torch.cat([f.cos(), f.sin()], dim=-1)
+
+
+def _attention_or_identity(channels: int, enabled: bool) -> nn.Module:
+    return SelfAttention1d(channels, channels // 32) if enabled else nn.Identity()
+
+
+class DiffusionAttnUnet1D(nn.Module):
+    """The Dance Diffusion U-Net: ``forward(x, t, labels=None) -> v``.
+
+    ``x`` is ``[batch, channels, length]`` with length a multiple of ``config.factor``; ``t`` is the
+    continuous v-diffusion time ``[batch]``; ``labels`` are category indices ``[batch]`` when the model
+    was trained with categories (the project's own models), and must be absent otherwise.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.timestep_embed = FourierFeatures(TIME_FEATURES)
+        if config.categories:
+            self.class_embed = nn.Embedding(len(config.categories), CLASS_FEATURES)
+        depth, c_mults, io = config.depth, config.c_mults, config.channels
+        block: nn.Module = nn.Identity()
+        for i in range(depth, 0, -1):
+            c = c_mults[i - 1]
+            if i > 1:
+                c_prev = c_mults[i - 2]
+                attn = i >= config.first_attn_level
+                block = SkipBlock(
+                    Downsample1d(),
+                    ResConvBlock(c_prev, c, c),
+                    _attention_or_identity(c, attn),
+                    ResConvBlock(c, c, c),
+                    _attention_or_identity(c, attn),
+                    ResConvBlock(c, c, c),
+                    _attention_or_identity(c, attn),
+                    block,
+                    ResConvBlock(c * 2 if i != depth else c, c, c),
+                    _attention_or_identity(c, attn),
+                    ResConvBlock(c, c, c),
+                    _attention_or_identity(c, attn),
+                    ResConvBlock(c, c, c_prev),
+                    _attention_or_identity(c_prev, attn),
+                    Upsample1d(),
+                )
+            else:
+                block = nn.Sequential(
+                    ResConvBlock(config.in_channels, c, c),
+                    ResConvBlock(c, c, c),
+                    ResConvBlock(c, c, c),
+                    block,
+                    ResConvBlock(c * 2, c, c),
+                    ResConvBlock(c, c, c),
+                    ResConvBlock(c, c, io, is_last=True),
+                )
+        self.net = block
+        self.channels_last = True  # see the module docstring; False runs plain 1-D tensors
+        with torch.no_grad():  # the original scales the initial weights of the trunk by one half
+            for p in self.net.parameters():
+                p.mul_(0.5)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        n, _, length = x.shape
+        planes = [x, self.timestep_embed(t.to(x.dtype)).to(x.dtype)[:, :, None].expand(n, -1, length)]
+        if self.config.categories:
+            if labels is None:
+                raise ValueError(f"model '{self.config.name}' has categories and needs labels")
+            planes.append(self.class_embed(labels.long()).to(x.dtype)[:, :, None].expand(n, -1, length))
+        elif labels is not None:
+            raise ValueError(f"model '{self.config.name}' is unconditional and takes no labels")
+        h = torch.cat(planes, dim=1)
+        if self.channels_last:
+            out = self.net(h[:, :, None, :].contiguous(memory_format=torch.channels_last))
+            return out[:, :, 0, :].contiguous()
+        return self.net(h)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
