@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
+import pickletools
+import warnings
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -151,20 +153,53 @@ def _some(keys: list[str], n: int = 5) -> str:
 # --- the three readers ----------------------------------------------------------------------------
 
 
+SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.core.multiarray._reconstruct",
+                        "numpy._core.multiarray._reconstruct", "numpy.dtype", "numpy.ndarray", "builtins.set")
+
+
+def pickle_globals(path: Path) -> list[str]:
+    """Every module-level name a pickle (plain or inside a torch zip) would import, read without running it."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(member) if member else b""
+        else:
+            data = path.read_bytes()
+    except (OSError, zipfile.BadZipFile):
+        return []
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - a corrupt stream simply ends the scan; we only report what was seen
+        pass
+    return names
+
+
 def safe_torch_load(path: Path) -> Any:
     """``torch.load`` with ``weights_only=True``; refusals and corrupt files become clear errors."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        message = str(exc)
-        if "global" in message.lower() or "weights only" in message.lower():
-            found = re.search(r"GLOBAL ([\w.]+)", message)
-            what = f" ({found.group(1)})" if found else ""
+        unsafe = [n for n in pickle_globals(path) if not n.startswith(SAFE_GLOBAL_PREFIXES)]
+        if unsafe or "unsupported global" in str(exc).lower():
+            what = f" ({', '.join(sorted(set(unsafe))[:3])})" if unsafe else ""
             raise UnsafeCheckpointError(
                 f"refused to load '{path.name}': it asks to import or call code{what}, which a weights file "
                 "never needs. Only tensors and plain containers are allowed; the file was not executed."
             ) from None
-        raise CheckpointError(f"'{path.name}' is not a readable checkpoint: {message}") from None
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        detail = lines[-2][:200] if len(lines) >= 2 else "unpickling failed"
+        raise CheckpointError(f"'{path.name}' is not a readable checkpoint (corrupt or truncated?): {detail}") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"'{path.name}' is not a readable checkpoint (corrupt or truncated?): {exc}") from None
 

@@ -70,3 +70,13 @@ def tiny_config(**kw) -> ModelConfig:
                 c_mults=(16, 32, 32, 32, 32), n_attn_layers=1)
     base.update(kw)
     return ModelConfig(**base)
+
+
+def tiny_backend(seed: int = 0, **config_overrides):
+    """A TorchBackend around a tiny random network (no file involved)."""
+    from models.network import DiffusionAttnUnet1D
+    from models.torch_backend import TorchBackend
+
+    torch.manual_seed(seed)
+    model = DiffusionAttnUnet1D(tiny_config(**config_overrides))
+    return TorchBackend(model, None, torch.device("cpu"), torch.float32, "tiny random network", "0" * 64)

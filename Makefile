@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch 2.13.0 is pinned: on Linux x86_64 a newer or unpinned torch pulls several GB of CUDA libraries.
+TORCH ?= torch==2.13.0
+
+.PHONY: install run test lint default-model bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[torch,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m companion generate --category kick --count 4 --out samples
+	$(PY) -m companion generate --category snare --count 4 --out samples
+	@echo "Samples are in $(CURDIR)/samples"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest
+
+default-model: $(STAMP)
+	@echo "see models/default_recipe.py"
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,84 @@
+"""Generation over a backend: per-item seeds, lengths, variation and morph semantics, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.errors import ConfigError, LengthError
+from models.generate import SamplingOptions, generate, morph, variation
+from models.samplers import Cancelled
+from tests.reference_nets import tiny_backend
+
+FAST = SamplingOptions("dpmpp-2m", steps=4)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return tiny_backend(categories=("kick", "hat"), sample_size=768)
+
+
+@pytest.mark.parametrize("sampler", ["v-ddim", "v-iplms", "dpmpp-2m", "dpmpp-2m-sde"])
+def test_same_seed_same_audio_whatever_the_batch(backend, sampler):
+    opts = SamplingOptions(sampler, steps=4)
+    batch = generate(backend, [11, 12, 13], category="kick", options=opts)
+    single = generate(backend, [12], category="kick", options=opts)
+    assert batch.shape == (3, 2, 768)
+    np.testing.assert_allclose(batch[1], single[0], atol=2e-5)
+    assert not np.allclose(batch[0], batch[1])
+
+
+def test_category_changes_the_sound(backend):
+    kick = generate(backend, [5], category="kick", options=FAST)
+    hat = generate(backend, [5], category="hat", options=FAST)
+    assert not np.allclose(kick, hat)
+
+
+def test_lengths_are_padded_then_cropped(backend):
+    out = generate(backend, [1], category="kick", length=500, options=FAST)
+    assert out.shape == (1, 2, 500)
+    with pytest.raises(LengthError, match="positive"):
+        generate(backend, [1], category="kick", length=0, options=FAST)
+
+
+def test_bad_requests_name_the_value(backend):
+    with pytest.raises(ConfigError, match="category must be one of"):
+        generate(backend, [1], category="snare", options=FAST)
+    with pytest.raises(ConfigError, match="needs a category"):
+        generate(backend, [1], options=FAST)
+    with pytest.raises(ConfigError, match="steps must be an integer in 1..1000"):
+        generate(backend, [1], category="kick", options=SamplingOptions("dpmpp-2m", steps=0))
+    with pytest.raises(ConfigError, match="unknown sampler"):
+        generate(backend, [1], category="kick", options=SamplingOptions("euler-magic"))
+    with pytest.raises(ConfigError, match="seed must be an integer"):
+        generate(backend, [-4], category="kick", options=FAST)
+
+
+def test_progress_and_cancel(backend):
+    seen = []
+    generate(backend, [1], category="kick", options=FAST, progress=lambda i, n: seen.append((i, n)))
+    assert seen == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    with pytest.raises(Cancelled):
+        generate(backend, [1], category="kick", options=FAST, cancel=lambda: True)
+
+
+def test_variation_strength_controls_distance(backend):
+    source = generate(backend, [3], category="kick", options=FAST)[0]
+    near = variation(backend, source, [9], strength=0.1, category="kick", options=SamplingOptions("v-ddim", 20))
+    far = variation(backend, source, [9], strength=1.0, category="kick", options=SamplingOptions("v-ddim", 20))
+    assert near.shape == (1, 2, 768)
+    assert np.abs(near[0] - source).mean() < np.abs(far[0] - source).mean()
+    with pytest.raises(ConfigError, match=r"strength must be in \(0, 1\]"):
+        variation(backend, source, [1], strength=0.0, category="kick")
+
+
+def test_morph_endpoints_reconstruct_sources(backend):
+    a = generate(backend, [1], category="kick", options=SamplingOptions("v-ddim", 30))[0]
+    b = generate(backend, [2], category="kick", options=SamplingOptions("v-ddim", 30))[0]
+    frames = morph(backend, a, b, 5, category="kick", steps=30)
+    assert frames.shape == (5, 2, 768)
+    err_a = np.abs(frames[0] - a).mean()
+    assert err_a < 0.25 * np.abs(a - b).mean()
+    assert np.abs(frames[-1] - b).mean() < 0.25 * np.abs(a - b).mean()
+    with pytest.raises(ConfigError, match="frames must be an integer in 2..64"):
+        morph(backend, a, b, 1, category="kick")
