@@ -12,6 +12,10 @@ from models.errors import DDError
 COMMANDS = (
     "companion.cmd_generate",
     "companion.cmd_models",
+    "companion.cmd_export",
+    "companion.cmd_train",
+    "companion.cmd_serve",
+    "companion.cmd_send",
 )
 
 

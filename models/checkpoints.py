@@ -14,6 +14,7 @@ tensors and plain containers is refused, never executed.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import pickletools
 import warnings
@@ -335,5 +336,6 @@ def save_model(model: DiffusionAttnUnet1D, path: str | Path, *, half: bool = Fal
     metadata.update(extra or {})
     tmp = path.with_name(f".{path.name}.partial")
     save_file(state, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)  # a model file is shared read-only data, whatever the temporary's mode was
     tmp.replace(path)
     return path

@@ -162,7 +162,9 @@ _REQUESTS = (
             COUNT,
             SEED,
         ),
-        "Render variations of an existing sound (it is noised to `strength`, then denoised).",
+        "Render variations of an existing sound (it is noised to `strength`, then denoised). "
+        "`path` may also name an earlier result as `job:<job>` or `job:<job>:<item>`. Models with "
+        "categories use the category recorded in the file, else one named in its file or folder name.",
         replies=("/dd/done",), interim=("/dd/queued", "/dd/progress"), example=("/samples/kick_001.wav", 0.3, 2),
     ),
     Request(
@@ -294,6 +296,11 @@ _ERRORS = (
     ("internal", "the companion failed while taking the request; the log has the details"),
     ("cancelled", "sent by the engine: the job was cancelled"),
     ("unknown_job", "sent by the engine: `/dd/cancel` named no queued or running job"),
+    ("busy", "sent by the engine: its queue is full (or a model is already loading); try again later"),
+    ("disk_full", "sent by the engine: the output folder's disk is full; nothing partial was left behind"),
+    ("folder_unwritable", "sent by the engine: the output folder is missing, read-only or not permitted"),
+    ("output_error", "sent by the engine: a sample could not be written for another reason (see the message)"),
+    ("bad_audio", "sent by the engine: a source file is not audio the companion can read"),
     ("not_found", "sent by the engine: a model, category, pad or file does not exist"),
     ("bad_model", "sent by the engine: a model file is unreadable or does not fit"),
     ("bad_config", "sent by the engine: a setting or request the loaded model cannot do"),
