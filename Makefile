@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The headless companion on the embedded default model: OSC on 127.0.0.1:9000, samples in the
+# watched folder it prints. Stop it with Ctrl-C.
 run: $(STAMP)
-	$(PY) -m companion generate --category kick --count 4 --out samples
-	$(PY) -m companion generate --category snare --count 4 --out samples
-	@echo "Samples are in $(CURDIR)/samples"
+	$(PY) -m companion serve
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

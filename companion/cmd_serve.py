@@ -1,0 +1,157 @@
+"""``dd-companion serve``: the headless resident companion (model, engine, pool, OSC, watched folder).
+
+Settings come from the config file (see :mod:`companion.settings`), then the command-line flags;
+``--save-settings`` writes the result back. Ctrl-C or SIGTERM stops it cleanly: the OSC server
+stops, queued and running jobs are cancelled, writes in progress finish (never a partial file), and
+the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from companion.engine import Engine
+from companion.folder import OutputError, SampleFolder, default_output_folder
+from companion.osc_bridge import OscBridge
+from companion.pool import Pool
+from companion.settings import Settings, load_settings, save_settings, settings_path
+from models.backend import BACKENDS
+from models.samplers import SAMPLERS
+from osc_protocol.server import OscServer
+
+log = logging.getLogger("dd.serve")
+
+# flag dest -> settings key (every flag defaults to None: "not given, keep the file's value")
+_FLAGS = ("folder", "osc_host", "osc_port", "reply_port", "allow", "model", "backend", "device", "precision",
+          "rate", "format", "pool_size", "pool_categories", "max_per_category", "batch_size", "queue_limit",
+          "steps", "sampler", "seconds", "seed")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="run the resident companion: model loaded, OSC server, pre-render pool, watched folder",
+        description="Keep a model loaded and answer OSC requests with new samples in the output folder. "
+        f"Settings come from {settings_path()} (or --config), then these flags.",
+    )
+    p.add_argument("--config", type=Path, help="settings file, .toml or .json (default: the one above)")
+    p.add_argument("--save-settings", action="store_true", help="write the settings in effect back to the file")
+    p.add_argument("--folder", help="output folder the DAW browses (default <Music>/dd-companion)")
+    p.add_argument("--osc-host", help="address to listen on (default 127.0.0.1; others need --allow)")
+    p.add_argument("--osc-port", type=int, help="UDP port to listen on (default 9000; 0 = any free port)")
+    p.add_argument("--reply-port", type=int, help="send replies to this port on the sender's host")
+    p.add_argument("--allow", nargs="+", metavar="CIDR", help="clients allowed when listening on the network")
+    p.add_argument("--model", "-m", help="model name or path (default: the shipped default model)")
+    p.add_argument("--backend", choices=BACKENDS, help="runtime (default auto)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), help="torch precision")
+    p.add_argument("--rate", type=int, help="output sample rate (default: the model's)")
+    p.add_argument("--format", choices=("pcm24", "float"), help="WAV sample format (default pcm24)")
+    p.add_argument("--pool-size", type=int, help="samples kept pre-rendered per category (default 2; 0 = off)")
+    p.add_argument("--pool-categories", nargs="+", metavar="CATEGORY", help="categories to pre-render (default all)")
+    p.add_argument("--max-per-category", type=int, help="auto-fill: keep at most M companion files per category")
+    p.add_argument("--batch-size", type=int, help="most samples per batch (default 0 = auto: 1 on CPU, 4 on GPU)")
+    p.add_argument("--queue-limit", type=int, help="most live jobs queued or running (default 16)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the sampler's own)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default dpmpp-2m)")
+    p.add_argument("--seconds", type=float, help="length of new samples (default: the model's window)")
+    p.add_argument("--seed", type=int, help="seed when a request names none (default -1 = random)")
+    p.set_defaults(run=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The config file's settings with the flags that were given applied on top."""
+    settings = load_settings(args.config, must_exist=args.config is not None and not args.save_settings)
+    return settings.updated({key: getattr(args, key) for key in _FLAGS if getattr(args, key) is not None})
+
+
+class Companion:
+    """Everything ``serve`` runs, built from settings; ``start`` then ``stop`` (tests use it in-process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        root = Path(settings.folder).expanduser() if settings.folder else default_output_folder()
+        self.folder = SampleFolder(root, rate=settings.rate, subtype="FLOAT" if settings.format == "float" else "PCM_24",
+                                   max_per_category=settings.max_per_category or None)
+        self.load_options = {"backend": settings.backend, "device": settings.device, "precision": settings.precision}
+        self.engine = Engine(self.folder, params=settings.params(), queue_limit=settings.queue_limit)
+        self.pool = Pool(self.engine, settings.pool_categories)
+        self.bridge = OscBridge(self.engine, self.pool, load_options=self.load_options)
+        self.server = OscServer(settings.osc_host, settings.osc_port, reply_port=settings.reply_port,
+                                allow=settings.allow or None)
+
+    def start(self) -> None:
+        """Prepare the folder, load the model (errors propagate), start the engine, the pool and OSC."""
+        try:
+            self.folder.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # keep serving: every job will report folder_unwritable until it is fixed
+            log.error("output folder %s cannot be created: %s", self.folder.root, exc)
+        removed = self.folder.cleanup_stale_temporaries()
+        if removed:
+            log.info("removed %d stale temporary file(s) from %s", removed, self.folder.root)
+        self.engine.load(self.settings.model, **self.load_options)
+        self.engine.start()
+        self.pool.start()
+        self.bridge.attach(self.server)
+        self.server.start()
+
+    def stop(self) -> None:
+        """Stop taking requests, cancel jobs, let writes in progress finish."""
+        self.server.stop()
+        self.engine.shutdown()
+
+    def describe(self) -> list[str]:
+        host, port = self.server.address
+        model = self.engine.model
+        replies = f"port {self.settings.reply_port} of the sender" if self.settings.reply_port else "the sender"
+        pool = self.engine.params.pool_size
+        return [
+            f"OSC on udp://{host}:{port} (replies to {replies}; protocol: docs/OSC.md)",
+            f"output folder: {self.folder.root}",
+            f"model: {model.name} on {model.runtime} ({', '.join(model.categories) or 'unconditional'})",
+            f"pool: {pool} per category" if pool else "pool: off",
+        ]
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if args.save_settings:
+        print(f"settings saved to {save_settings(settings, args.config)}", flush=True)
+    try:
+        companion = Companion(settings)
+    except ValueError as exc:  # e.g. a network address without an allow-list (OscServer explains)
+        print(f"dd-companion serve: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            companion.start()
+        except (OutputError, OSError) as exc:
+            companion.stop()
+            print(f"dd-companion serve: error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        except BaseException:
+            companion.stop()
+            raise
+        for line in companion.describe():
+            print(f"dd-companion serve: {line}", flush=True)
+        print("dd-companion serve: ready (Ctrl-C or SIGTERM to stop)", flush=True)
+        while not stop.wait(0.5):
+            pass
+        companion.stop()
+        print("dd-companion serve: stopped", flush=True)
+        return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

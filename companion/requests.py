@@ -1,0 +1,186 @@
+"""What can be asked of the engine: the requests, the plans they become, and the errors that refuse them.
+
+Every request is a frozen dataclass. :func:`companion.validate.prepare` checks one against the loaded
+model (:class:`ModelFacts`) and the live parameters in the caller's thread and returns a :class:`Plan`
+with every default filled in, or raises one of the errors below, whose ``code`` is the error code the
+OSC protocol sends. So a bad request never reaches the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from models.backend import Backend
+from models.errors import DDError
+from models.generate import SamplingOptions
+
+MAX_COUNT = 64
+MAX_FRAMES = 64
+
+
+class RequestRejected(DDError):
+    """A request the engine refuses before queueing it."""
+
+    code = "bad_config"
+
+
+class NotFoundError(RequestRejected):
+    """A category, file, earlier result, model or job that does not exist."""
+
+    code = "not_found"
+
+
+class OutOfRangeError(RequestRejected, ValueError):
+    """A number (count, steps, strength, frames, seconds) outside what is allowed."""
+
+    code = "out_of_range"
+
+
+class BusyError(RequestRejected):
+    """The queue of live jobs is full (or a model is already loading): try again later."""
+
+    code = "busy"
+
+
+class UnknownJobError(RequestRejected):
+    """A cancel named a job that is neither queued nor running."""
+
+    code = "unknown_job"
+
+
+class Priority(IntEnum):
+    """Lower runs first: a live request before a background refill of the pool."""
+
+    LIVE = 0
+    BACKGROUND = 10
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """New sounds of ``category``. ``seed`` None uses the ``seed`` parameter (random when -1); item k
+    gets seed+k. ``sampler``/``steps``/``seconds`` None use the parameters. ``fresh`` skips the pool."""
+
+    category: str | None = None
+    count: int = 1
+    seed: int | None = None
+    sampler: str | None = None
+    steps: int | None = None
+    seconds: float | None = None
+    fresh: bool = False
+    origin: str = "api"
+
+
+@dataclass(frozen=True)
+class VariationRequest:
+    """Variations of ``source``: an audio file, or ``"job:<id>"`` / ``"job:<id>:<item>"`` for an earlier
+    result. ``category`` None uses the one recorded in the source file, if the model has it."""
+
+    source: str | Path
+    strength: float | None = None
+    count: int = 1
+    seed: int | None = None
+    category: str | None = None
+    sampler: str | None = None
+    steps: int | None = None
+    origin: str = "api"
+
+
+@dataclass(frozen=True)
+class MorphRequest:
+    """``frames`` sounds going from ``source_a`` to ``source_b`` (files or earlier results)."""
+
+    source_a: str | Path
+    source_b: str | Path
+    frames: int = 8
+    category: str | None = None
+    steps: int | None = None
+    origin: str = "api"
+
+
+@dataclass(frozen=True)
+class RefillRequest:
+    """Render ``count`` samples of ``category`` for the pre-render pool (kept in memory, not written)."""
+
+    category: str | None
+    count: int = 1
+    origin: str = "pool"
+
+
+@dataclass(frozen=True)
+class LoadModelRequest:
+    """Switch to another model; the current one keeps serving until the new one is ready."""
+
+    model: str | Path | None
+    backend: str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+    origin: str = "api"
+
+
+Request = GenerateRequest | VariationRequest | MorphRequest | RefillRequest | LoadModelRequest
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What validation needs to know about the loaded model (immutable; replaced on a switch)."""
+
+    name: str
+    categories: tuple[str, ...]
+    sample_rate: int
+    sample_size: int
+    channels: int
+    model_hash: str
+    runtime: str  # e.g. torch-cpu, torch-cuda, onnxruntime-cpu
+    gpu: bool
+    length_for_seconds: Callable[[float], int] = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, backend: Backend) -> ModelFacts:
+        config = backend.config
+        device = str(backend.device).split(":")[0]
+        return cls(config.name, tuple(config.categories), config.sample_rate, config.sample_size,
+                   config.channels, backend.model_hash, f"{backend.kind}-{device}", device in ("cuda", "mps"),
+                   config.length_for_seconds)
+
+    @property
+    def seconds(self) -> float:
+        return self.sample_size / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked request with every default resolved; what the worker executes."""
+
+    kind: str  # generate | variation | morph | refill | load
+    priority: Priority
+    category: str | None = None
+    seeds: tuple[int, ...] = ()
+    options: SamplingOptions | None = None
+    length: int | None = None
+    sources: tuple[Path, ...] = ()
+    strength: float | None = None
+    frames: int = 0
+    random_seeds: bool = False
+    fresh: bool = False
+    model: str | None = None
+    load_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return self.frames if self.kind == "morph" else len(self.seeds)
+
+    @property
+    def sampling_key(self) -> tuple | None:
+        """Requests with equal keys may share a batch, and a pooled sample answers any of them."""
+        if self.kind not in ("generate", "refill") or self.options is None:
+            return None
+        o = self.options
+        return (self.category, o.sampler, o.steps, o.schedule, o.eta, self.length)
+
+    @property
+    def pool_ok(self) -> bool:
+        return self.kind == "generate" and self.random_seeds and not self.fresh

@@ -1,0 +1,355 @@
+"""The engine in-process with tiny random models: results, seeds, batching, priorities, the queue bound,
+cancellation, progress, model switching, validation and disk errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import companion.folder as folder_mod
+from companion.engine import Engine
+from companion.folder import DiskFullError, FolderUnwritableError, SampleFolder
+from companion.requests import (
+    BusyError,
+    GenerateRequest,
+    LoadModelRequest,
+    MorphRequest,
+    NotFoundError,
+    OutOfRangeError,
+    RefillRequest,
+    RequestRejected,
+    UnknownJobError,
+    VariationRequest,
+)
+from companion.settings import Params, SettingsError
+from models.audio_io import AudioFileError
+from models.backend import load_backend
+from models.checkpoints import save_model
+from models.errors import CheckpointError
+from models.network import DiffusionAttnUnet1D
+from models.samplers import Cancelled
+from tests.reference_nets import tiny_config
+
+WAIT = 30.0
+
+
+def save_tiny(path, categories=("kick", "snare", "clap"), name="tiny", seed=0):
+    """A tiny random model file (depth 4, 512 samples at 16 kHz): a few ms per step on one core."""
+    torch.manual_seed(seed)
+    config = tiny_config(name=name, categories=categories, depth=4, c_mults=(8, 16, 16, 32), n_attn_layers=0,
+                         sample_size=512)
+    return save_model(DiffusionAttnUnet1D(config), path)
+
+
+class SlowBackend:
+    """A real backend whose denoiser sleeps and records batch sizes (to see batching and cancel mid-job)."""
+
+    def __init__(self, inner, delay=0.0):
+        self.inner, self.delay, self.batches = inner, delay, []
+        for name in ("config", "kind", "device", "model_hash", "source"):
+            setattr(self, name, getattr(inner, name))
+
+    def denoiser(self, labels):
+        denoise = self.inner.denoiser(labels)
+
+        def slow(x, t):
+            self.batches.append(x.shape[0])
+            time.sleep(self.delay)
+            return denoise(x, t)
+
+        return slow
+
+    def describe(self):
+        return self.inner.describe()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("models") / "tiny.safetensors")
+
+
+@pytest.fixture
+def make_engine(tmp_path, model_file):
+    engines = []
+
+    def make(delay=0.0, start=True, queue_limit=16, **params):
+        backends = []
+
+        def loader(model, **options):
+            backend = SlowBackend(load_backend(model, device="cpu"), delay)
+            backends.append(backend)
+            return backend
+
+        engine = Engine(SampleFolder(tmp_path / "out"), params=Params(**{"steps": 3, "pool_size": 0, **params}),
+                        queue_limit=queue_limit, loader=loader)
+        engine.load(model_file)
+        engine.backends = backends
+        engines.append(engine)
+        if start:
+            engine.start()
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.shutdown(10)
+
+
+def events_of(engine):
+    seen = []
+    engine.add_listener(seen.append)
+    return seen
+
+
+def test_generate_writes_wavs_with_echoed_seeds_and_recipe(make_engine):
+    engine = make_engine()
+    result = engine.submit(GenerateRequest("KICK", count=3, seed=100)).future.result(WAIT)
+    assert result.seeds == (100, 101, 102) and result.category == "kick" and result.kind == "generate"
+    assert len(result.paths) == 3
+    for path, seed in zip(result.paths, result.seeds, strict=True):
+        audio, rate = sf.read(path)
+        assert rate == 16000 and audio.shape == (512, 2) and np.isfinite(audio).all()
+        recipe = json.loads(path.with_suffix(".json").read_text())["recipe"]
+        assert recipe["seed"] == seed and recipe["steps"] == 3 and recipe["model"] == "tiny"
+        assert recipe["model_hash"] == engine.model.model_hash
+
+
+def test_same_seed_same_sound_whether_batched_or_not(make_engine):
+    engine = make_engine(start=False, batch_size=4)
+    jobs = [engine.submit(GenerateRequest("kick", seed=s)) for s in (7, 8, 9)]
+    other = engine.submit(GenerateRequest("snare", seed=7))
+    engine.start()
+    results = [job.future.result(WAIT) for job in jobs]
+    other.future.result(WAIT)
+    assert engine.backends[0].batches[:3] == [3, 3, 3]  # the three kicks shared every step
+    assert engine.backends[0].batches[3:] == [1, 1, 1]  # the snare is not compatible
+    alone = engine.submit(GenerateRequest("kick", seed=8)).future.result(WAIT)
+    np.testing.assert_allclose(sf.read(alone.paths[0])[0], sf.read(results[1].paths[0])[0], atol=1e-5)
+    assert [r.seeds for r in results] == [(7,), (8,), (9,)]
+
+
+def test_live_requests_run_before_background_refills(make_engine):
+    engine = make_engine(start=False)
+    order = []  # the worker's events: the live job's progress, the refill's end (its write comes later)
+    engine.add_listener(lambda e: order.append((e.job.kind, e.kind)) if e.kind in ("progress", "done") else None)
+    refill = engine.submit(RefillRequest("kick", 1))
+    live = engine.submit(GenerateRequest("snare"))
+    engine.start()
+    live.future.result(WAIT)
+    refill.future.result(WAIT)
+    rendered = [kind for kind, event in order if (kind, event) in (("generate", "progress"), ("refill", "done"))]
+    assert rendered[0] == "generate" and rendered[-1] == "refill" and rendered.count("refill") == 1
+    assert refill.future.result().paths == () and refill.future.result().audio[0].shape == (2, 512)
+
+
+def test_full_queue_answers_busy_and_never_grows(make_engine):
+    engine = make_engine(start=False, queue_limit=2)
+    accepted = [engine.submit(GenerateRequest("kick")) for _ in range(2)]
+    with pytest.raises(BusyError, match="2 jobs are already queued") as err:
+        engine.submit(GenerateRequest("kick"))
+    assert err.value.code == "busy"
+    engine.submit(RefillRequest("kick"))  # background refills are bounded by the pool, not this limit
+    engine.start()
+    for job in accepted:
+        assert len(job.future.result(WAIT).paths) == 1
+    engine.submit(GenerateRequest("kick")).future.result(WAIT)  # room again
+
+
+def test_cancel_mid_sampling_stops_within_a_step(make_engine, tmp_path):
+    engine = make_engine(delay=0.02)
+    started = threading.Event()
+    job = engine.submit(GenerateRequest("kick", steps=500),
+                        listener=lambda e: started.set() if e.kind == "progress" else None)
+    assert started.wait(WAIT)
+    t0 = time.monotonic()
+    engine.cancel(job.id)
+    with pytest.raises(Cancelled, match=f"job {job.id} was cancelled"):
+        job.future.result(WAIT)
+    assert time.monotonic() - t0 < 2.0
+    assert len(engine.backends[0].batches) < 400
+    assert not list((tmp_path / "out").rglob("*.wav"))
+    assert engine.submit(GenerateRequest("kick")).future.result(WAIT).paths  # still serving
+
+
+def test_cancel_queued_job_ends_it_at_once_and_unknown_jobs_are_refused(make_engine):
+    engine = make_engine(start=False)
+    seen = events_of(engine)
+    job = engine.submit(GenerateRequest("kick"))
+    engine.cancel(job.id)
+    assert job.future.exception(0).code == "cancelled"
+    assert [e.kind for e in seen] == ["queued", "error"]
+    with pytest.raises(UnknownJobError, match="job 999 is neither queued nor running"):
+        engine.cancel(999)
+    with pytest.raises(UnknownJobError):
+        engine.cancel(job.id)  # already ended
+    engine.submit(GenerateRequest("kick"))
+    assert engine.cancel_all() == 1
+
+
+def test_progress_is_throttled_and_rises(make_engine):
+    engine = make_engine(delay=0.01)
+    seen = events_of(engine)
+    t0 = time.monotonic()
+    engine.submit(GenerateRequest("kick", count=2, steps=25)).future.result(WAIT)
+    elapsed = time.monotonic() - t0
+    fractions = [e.fraction for e in seen if e.kind == "progress"]
+    assert fractions and fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] <= 1.0
+    assert len(fractions) <= elapsed * 20 + 2  # at most 20 per second
+    assert [e.kind for e in seen][0] == "queued" and [e.kind for e in seen][-1] == "done"
+
+
+@pytest.mark.parametrize(
+    "request_, error, needle",
+    [
+        (GenerateRequest("hat"), NotFoundError, "category 'hat' not found; model 'tiny' has: kick, snare, clap"),
+        (GenerateRequest(None), NotFoundError, "needs a category"),
+        (GenerateRequest("kick", steps=0), OutOfRangeError, "steps must be an integer in 1..1000, got 0"),
+        (GenerateRequest("kick", count=65), OutOfRangeError, "count must be an integer in 1..64, got 65"),
+        (GenerateRequest("kick", seed=2**31), OutOfRangeError, "seed must be an integer"),
+        (GenerateRequest("kick", seconds=0.001), OutOfRangeError, "seconds must be at least"),
+        (GenerateRequest("kick", sampler="euler"), RequestRejected, "unknown sampler 'euler'"),
+        (VariationRequest("/no/such/file.wav"), NotFoundError, "source file '/no/such/file.wav' does not exist"),
+        (VariationRequest("job:99"), NotFoundError, "job 99 has no result"),
+        (MorphRequest("/a.wav", "/b.wav", frames=1), OutOfRangeError, "frames must be an integer in 2..64"),
+        (LoadModelRequest("no-such-model"), NotFoundError, "model 'no-such-model' not found"),
+    ],
+)
+def test_invalid_requests_are_refused_before_the_worker(make_engine, request_, error, needle):
+    engine = make_engine(start=False)
+    seen = events_of(engine)
+    with pytest.raises(error, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        engine.submit(request_)
+    assert seen == [] and engine.status().queued == 0
+
+
+def test_strength_and_unreadable_sources(make_engine, tmp_path):
+    engine = make_engine()
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio")
+    with pytest.raises(AudioFileError, match="cannot read 'notes.wav' as audio"):
+        engine.submit(VariationRequest(text, category="kick"))
+    kick = engine.submit(GenerateRequest("kick", seed=1)).future.result(WAIT)
+    with pytest.raises(OutOfRangeError, match=r"strength must be in \(0, 1\], got 0"):
+        engine.submit(VariationRequest(kick.paths[0], strength=0))
+
+
+def test_variation_of_an_earlier_result_and_a_morph(make_engine):
+    engine = make_engine()
+    first = engine.submit(GenerateRequest("snare", seed=3)).future.result(WAIT)
+    var = engine.submit(VariationRequest(f"job:{first.job}", strength=0.5, count=2, seed=10)).future.result(WAIT)
+    assert var.kind == "variation" and var.category == "snare" and var.seeds == (10, 11)  # category from the file
+    recipe = json.loads(var.paths[0].with_suffix(".json").read_text())["recipe"]
+    assert recipe["strength"] == 0.5 and recipe["sources"] == [str(first.paths[0])]
+    morph = engine.submit(MorphRequest(first.paths[0], f"job:{var.job}:1", frames=3, steps=2)).future.result(WAIT)
+    assert [p.name.rsplit("_", 1)[1] for p in morph.paths] == ["f00.wav", "f01.wav", "f02.wav"]
+    assert len({p.name.split("_")[3] for p in morph.paths}) == 1  # one series counter
+
+
+def test_failed_model_load_keeps_the_previous_model(make_engine, tmp_path):
+    engine = make_engine()
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 64)
+    job = engine.submit(LoadModelRequest(broken))
+    with pytest.raises(CheckpointError) as err:
+        job.future.result(WAIT)
+    assert err.value.code == "bad_model" and engine.model.name == "tiny" and engine.status().state == "idle"
+    assert engine.submit(GenerateRequest("kick")).future.result(WAIT).model == "tiny"
+
+
+def test_unexpected_loader_failure_is_reported_as_bad_model(make_engine, model_file):
+    engine = make_engine()
+
+    def exploding(model, **options):
+        raise RuntimeError("CUDA driver exploded")
+
+    engine._loader = exploding
+    with pytest.raises(CheckpointError, match="CUDA driver exploded"):
+        engine.submit(LoadModelRequest(model_file)).future.result(WAIT)
+    assert engine.model.name == "tiny"
+
+
+def test_switch_model_while_the_old_one_keeps_serving(make_engine, tmp_path):
+    engine = make_engine()
+    other = save_tiny(tmp_path / "drums.safetensors", categories=("tom", "perc"), name="drums", seed=1)
+    gate = threading.Event()
+    real = engine._loader
+
+    def slow_loader(model, **options):
+        gate.wait(WAIT)
+        return real(model, **options)
+
+    engine._loader = slow_loader
+    load = engine.submit(LoadModelRequest(other))
+    assert engine.status().state == "loading"
+    with pytest.raises(BusyError, match="still loading"):
+        engine.submit(LoadModelRequest(other))
+    assert engine.submit(GenerateRequest("kick")).future.result(WAIT).model == "tiny"  # old model serves
+    gate.set()
+    assert load.future.result(WAIT).model == "drums"
+    assert engine.model.categories == ("tom", "perc") and engine.status().state == "idle"
+    with pytest.raises(NotFoundError, match="model 'drums' has: tom, perc"):
+        engine.submit(GenerateRequest("kick"))
+    assert engine.submit(GenerateRequest("perc")).future.result(WAIT).model == "drums"
+
+
+@pytest.mark.parametrize("code, error", [(errno.ENOSPC, DiskFullError), (errno.EACCES, FolderUnwritableError)])
+def test_disk_errors_fail_the_job_and_the_engine_keeps_serving(make_engine, monkeypatch, tmp_path, code, error):
+    engine = make_engine()
+    seen = events_of(engine)
+
+    def failing(*args):
+        raise OSError(code, "simulated")
+
+    monkeypatch.setattr(folder_mod, "_write_all", failing)
+    job = engine.submit(GenerateRequest("kick"))
+    with pytest.raises(error):
+        job.future.result(WAIT)
+    assert seen[-1].kind == "error" and seen[-1].error.code in ("disk_full", "folder_unwritable")
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and "manifest" not in p.name]
+    monkeypatch.undo()
+    assert engine.submit(GenerateRequest("kick")).future.result(WAIT).paths[0].is_file()
+
+
+def test_live_parameters(make_engine):
+    engine = make_engine()
+    assert engine.get_param("steps") == 3 and engine.get_param("batch_size") == 1
+    assert engine.get_param("seconds") == pytest.approx(512 / 16000)
+    assert engine.set_param("steps", 5) == 5
+    assert engine.submit(GenerateRequest("kick")).future.result(WAIT) and engine.params.steps == 5
+    with pytest.raises(SettingsError, match="sampler must be one of") as err:
+        engine.set_param("sampler", "euler")
+    assert err.value.code == "bad_config"
+    with pytest.raises(SettingsError, match=r"seconds must be in 0.05..60, got 0.01") as err:
+        engine.set_param("seconds", 0.01)
+    assert err.value.code == "out_of_range"
+    with pytest.raises(SettingsError, match="unknown setting 'colour'") as err:
+        engine.get_param("colour")
+    assert err.value.code == "unknown_param"
+    engine.set_param("seed", 42)
+    assert engine.submit(GenerateRequest("kick", count=2)).future.result(WAIT).seeds == (42, 43)
+
+
+def test_shutdown_cancels_queued_and_running_jobs(make_engine, tmp_path):
+    engine = make_engine(delay=0.01)
+    jobs = [engine.submit(GenerateRequest("kick", steps=300)) for _ in range(3)]
+    time.sleep(0.1)
+    engine.shutdown(10)
+    for job in jobs:
+        assert isinstance(job.future.exception(WAIT), Cancelled)
+    assert not list((tmp_path / "out").rglob("*.partial"))
+    with pytest.raises(BusyError, match="shutting down"):
+        engine.submit(GenerateRequest("kick"))
