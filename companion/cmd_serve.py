@@ -61,6 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default dpmpp-2m)")
     p.add_argument("--seconds", type=float, help="length of new samples (default: the model's window)")
     p.add_argument("--seed", type=int, help="seed when a request names none (default -1 = random)")
+    p.add_argument("--midi", metavar="PORT", help="MIDI input port (name prefix); with --live and no --midi, "
+                   "a virtual port 'DD Companion' is created")
+    p.add_argument("--audio", metavar="DEVICE", help="audio output device name for pads and audition "
+                   "(see 'dd-companion devices'; default: the system default)")
+    p.add_argument("--live", action="store_true", help="enable MIDI pads and live audio with the defaults")
     p.set_defaults(run=run)
 
 
@@ -73,8 +78,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 class Companion:
     """Everything ``serve`` runs, built from settings; ``start`` then ``stop`` (tests use it in-process)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, live: dict[str, str | None] | None = None) -> None:
         self.settings = settings
+        self.live_options = live
+        self.live: object | None = None
         root = Path(settings.folder).expanduser() if settings.folder else default_output_folder()
         self.folder = SampleFolder(root, rate=settings.rate, subtype="FLOAT" if settings.format == "float" else "PCM_24",
                                    max_per_category=settings.max_per_category or None)
@@ -97,12 +104,20 @@ class Companion:
         self.engine.load(self.settings.model, **self.load_options)
         self.engine.start()
         self.pool.start()
+        if self.live_options is not None:
+            from companion.live import attach_live  # MIDI and audio libraries load only when asked for
+
+            self.live = attach_live(self.engine, self.folder, midi_port=self.live_options.get("midi"),
+                                    audio_device=self.live_options.get("audio"))
+            self.bridge.rack = self.live.rack  # type: ignore[attr-defined]
         self.bridge.attach(self.server)
         self.server.start()
 
     def stop(self) -> None:
         """Stop taking requests, cancel jobs, let writes in progress finish."""
         self.server.stop()
+        if self.live is not None:
+            self.live.stop()  # type: ignore[attr-defined]
         self.engine.shutdown()
 
     def describe(self) -> list[str]:
@@ -115,7 +130,7 @@ class Companion:
             f"output folder: {self.folder.root}",
             f"model: {model.name} on {model.runtime} ({', '.join(model.categories) or 'unconditional'})",
             f"pool: {pool} per category" if pool else "pool: off",
-        ]
+        ] + (list(self.live.describe()) if self.live is not None else [])  # type: ignore[attr-defined]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     if args.save_settings:
         print(f"settings saved to {save_settings(settings, args.config)}", flush=True)
     try:
-        companion = Companion(settings)
+        live = {"midi": args.midi, "audio": args.audio} if (args.midi or args.audio or args.live) else None
+        companion = Companion(settings, live)
     except ValueError as exc:  # e.g. a network address without an allow-list (OscServer explains)
         print(f"dd-companion serve: error: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -62,6 +62,7 @@ class OscBridge:
         self.pads = dict(pads)
         self.load_options = dict(load_options or {})
         self.server: OscServer | None = None
+        self.rack: Any = None  # companion.padrack.PadRack when serve runs with --midi/--audio/--live
         self._handlers: dict[str, Callable[[Mapping[str, Any], Replier], None]] = {
             "status": self._status, "models": self._models, "load_model": self._load_model,
             "categories": self._categories, "generate": self._generate, "variation": self._variation,
@@ -133,6 +134,8 @@ class OscBridge:
 
     def _pad_trigger(self, args: Mapping[str, Any], replier: Replier) -> None:
         category = self._pad(args["pad"])
+        if self.rack is not None:  # audition the pad through the live rig, as a MIDI hit would
+            self.rack.hit(args["pad"], args.get("velocity", 127))
         self.engine.submit(GenerateRequest(category, origin=ORIGIN), self.replies(replier))
 
     def _pad_regenerate(self, args: Mapping[str, Any], replier: Replier) -> None:

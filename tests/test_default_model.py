@@ -1,0 +1,52 @@
+"""The shipped default model: it loads with its metadata and makes usable, category-specific one-shots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.backend import load_backend
+from models.features import spectral_centroid
+from models.generate import SamplingOptions, generate
+from models.registry import DEFAULT_MODEL
+from models.synth import CATEGORIES
+
+FAST = SamplingOptions("dpmpp-2m", steps=10)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return load_backend(DEFAULT_MODEL, backend="torch")
+
+
+def test_metadata_travels_with_the_weights(backend):
+    config = backend.config
+    assert config.name == "dd-default-v1"
+    assert config.sample_rate == 44100 and config.channels == 2
+    assert config.categories == tuple(CATEGORIES)
+    assert DEFAULT_MODEL.stat().st_size < 40 * 2**20
+
+
+@pytest.fixture(scope="module")
+def one_per_category(backend):
+    return {c: generate(backend, [7], category=c, options=FAST)[0] for c in ("kick", "snare", "closed_hat", "bass")}
+
+
+def test_generation_is_deterministic(backend, one_per_category):
+    again = generate(backend, [7], category="kick", options=FAST)[0]
+    np.testing.assert_allclose(again, one_per_category["kick"], atol=1e-5)
+
+
+def test_sounds_are_usable(one_per_category):
+    for category, audio in one_per_category.items():
+        peak = np.abs(audio).max()
+        assert np.isfinite(audio).all(), category
+        assert peak > 0.01, f"{category} is silent"
+        assert np.mean(np.abs(audio) > 0.999) < 1e-3, f"{category} clips"
+
+
+def test_spectral_character_differs_by_category(backend, one_per_category):
+    rate = backend.config.sample_rate
+    centroid = {c: spectral_centroid(a, rate) for c, a in one_per_category.items()}
+    assert centroid["kick"] < centroid["closed_hat"], centroid
+    assert centroid["bass"] < centroid["closed_hat"], centroid
