@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch 2.13.0 is pinned: on Linux x86_64 a newer or unpinned torch pulls several GB of CUDA libraries.
 TORCH ?= torch==2.13.0
 
-.PHONY: install run test lint default-model bench clean
+.PHONY: install run test test-light lint default-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,18 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
+LIGHT := .venv-light
+# the light runtime: `pip install .` without torch (NumPy + ONNX Runtime) generates and serves
+$(LIGHT)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LIGHT)
+	$(LIGHT)/bin/python -m pip install --quiet --upgrade pip
+	$(LIGHT)/bin/python -m pip install --quiet .
+	touch $(LIGHT)/.installed
+
+test-light: $(LIGHT)/.installed
+	.ci/light_runtime.sh $(LIGHT)
+
+test: lint test-light
 	$(PY) -m pytest
 
 # Reproduce the shipped default model from scratch (fixed seed, built-in synthesizer; see
@@ -34,4 +45,4 @@ default-model: $(STAMP)
 	$(PY) -m companion train --recipe default
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LIGHT) build dist *.egg-info .pytest_cache .ruff_cache

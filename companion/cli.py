@@ -16,6 +16,7 @@ COMMANDS = (
     "companion.cmd_train",
     "companion.cmd_serve",
     "companion.cmd_send",
+    "companion.cmd_devices",
 )
 
 

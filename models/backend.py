@@ -49,15 +49,21 @@ def load_backend(
     sample_size: int | None = None,
 ) -> Backend:
     """Load ``model`` (a path, a known name, or None for the default model) on the chosen runtime."""
-    from models.registry import resolve_model
+    from models.registry import DEFAULT_MODEL, DEFAULT_ONNX, resolve_model
 
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {list(BACKENDS)}, got '{backend}'")
     path = resolve_model(model)
+    torch_missing = "torch" not in available_backends()
+    if path == DEFAULT_MODEL and DEFAULT_ONNX.is_file():
+        if backend == "onnxruntime" or (backend == "auto" and (torch_missing or not _torch_has_gpu())):
+            # the shipped model's ONNX export: no torch needed, and the fastest runtime on the CPU
+            # (benchmarks/backends.py: 2.2x torch end to end for the default model)
+            path = DEFAULT_ONNX
     kind = backend
     if kind == "auto":
         kind = "onnxruntime" if path.suffix == ".onnx" else "torch"
-        if kind == "torch" and "torch" not in available_backends():
+        if kind == "torch" and torch_missing:
             raise ConfigError(
                 f"model '{path.name}' needs torch, which is not installed; install the torch extra "
                 "(pip install 'dd-companion[torch]') or use an exported .onnx model"
@@ -69,8 +75,17 @@ def load_backend(
 
         return TorchBackend.load(path, device=device, precision=precision, sample_rate=sample_rate,
                                  sample_size=sample_size)
+    if path.suffix.lower() != ".onnx":
+        raise ConfigError(f"backend 'onnxruntime' needs an exported .onnx model, got '{path.name}'; "
+                          f"make one with 'dd-companion export --model {path}'")
     try:
-        from export.ort_backend import OrtBackend  # type: ignore[import-not-found]
+        from export.ort_backend import OrtBackend
     except ImportError as exc:
         raise ConfigError(f"backend 'onnxruntime' is not available here: {exc}") from None
-    return OrtBackend.load(path, device=device)
+    return OrtBackend.load(path, device=device, precision=precision)
+
+
+def _torch_has_gpu() -> bool:
+    """Whether torch can use CUDA or Apple's MPS here (only asked when torch is installed)."""
+    torch = importlib.import_module("torch")  # lazily: the light runtime has no torch
+    return bool(torch.cuda.is_available() or torch.backends.mps.is_available())

@@ -44,6 +44,7 @@ TORCH_FREE = [
     "models/samplers.py", "models/schedules.py", "models/generate.py", "models/backend.py", "models/config.py",
     "models/registry.py", "models/audio_io.py", "models/synth.py", "models/features.py",
     "companion/folder.py", "companion/wavfile.py", "companion/cli.py",
+    "export/ort_backend.py", "export/providers.py", "companion/cmd_export.py",
 ]
 
 
