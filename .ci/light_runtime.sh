@@ -2,14 +2,15 @@
 # The light runtime: `pip install .` (NumPy + ONNX Runtime, no torch) must generate and serve with the
 # shipped model's ONNX export. Called by `make test`; VENV is the torch-free environment to use.
 set -euo pipefail
-VENV=${1:?usage: light_runtime.sh VENV}
+VENV=$(cd "${1:?usage: light_runtime.sh VENV}" && pwd)
 BIN="$VENV/bin"
+serve_pid=""
 if "$BIN/python" -c "import torch" 2>/dev/null; then
     echo "light runtime check: torch is importable in $VENV; this check needs an environment without it" >&2
     exit 1
 fi
 work=$(mktemp -d)
-trap 'kill "$serve_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap '[ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
 "$BIN/dd-companion" generate --category kick --count 2 --seed 7 --steps 6 --out "$work/gen"
 test "$(find "$work/gen" -name '*.wav' | wc -l)" -eq 2
