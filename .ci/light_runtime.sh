@@ -10,7 +10,7 @@ if "$BIN/python" -c "import torch" 2>/dev/null; then
     exit 1
 fi
 work=$(mktemp -d)
-trap '[ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'if [ -n "$serve_pid" ]; then kill "$serve_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 cd "$work"
 "$BIN/dd-companion" generate --category kick --count 2 --seed 7 --steps 6 --out "$work/gen"
 test "$(find "$work/gen" -name '*.wav' | wc -l)" -eq 2
