@@ -17,7 +17,7 @@ from pathlib import Path
 import soundfile as sf
 
 from osc_protocol.client import OscClient
-from tests.test_engine import save_tiny
+from tests.reference_nets import save_tiny
 from tests.test_serve_osc import REPO, _start_serve
 
 WAIT = 60.0

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 import companion.folder as folder_mod
 from companion.engine import Engine
@@ -31,21 +30,11 @@ from companion.requests import (
 from companion.settings import Params, SettingsError
 from models.audio_io import AudioFileError
 from models.backend import load_backend
-from models.checkpoints import save_model
 from models.errors import CheckpointError
-from models.network import DiffusionAttnUnet1D
 from models.samplers import Cancelled
-from tests.reference_nets import tiny_config
+from tests.reference_nets import save_tiny
 
 WAIT = 30.0
-
-
-def save_tiny(path, categories=("kick", "snare", "clap"), name="tiny", seed=0):
-    """A tiny random model file (depth 4, 512 samples at 16 kHz): a few ms per step on one core."""
-    torch.manual_seed(seed)
-    config = tiny_config(name=name, categories=categories, depth=4, c_mults=(8, 16, 16, 32), n_attn_layers=0,
-                         sample_size=512)
-    return save_model(DiffusionAttnUnet1D(config), path)
 
 
 class SlowBackend:
@@ -70,17 +59,6 @@ class SlowBackend:
         return self.inner.describe()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("models") / "tiny.safetensors")
 
 
 @pytest.fixture

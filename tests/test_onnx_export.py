@@ -35,14 +35,6 @@ def tiny_model(seed: int = 0, **overrides) -> DiffusionAttnUnet1D:
     return DiffusionAttnUnet1D(tiny_config(**overrides)).eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny networks: one thread is as fast, and 2 OpenMP threads crawl when the CPU is shared."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -168,7 +160,6 @@ def test_export_sources_are_weights_not_onnx(tmp_path, monkeypatch):
         resolve_source(onnx_file)
 
 
-@pytest.mark.skipif(not os.environ.get("DD_SLOW_TESTS"), reason="dynamo export takes ~1 min; set DD_SLOW_TESTS=1")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_dynamo_exporter_gives_the_same_graph_semantics(tmp_path, precision):
     model = tiny_model(seed=4, categories=CATEGORIES)

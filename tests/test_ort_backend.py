@@ -32,14 +32,6 @@ CATEGORIES = ("kick", "hat")
 SOUND_TOLERANCE = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny networks: one thread is as fast, and 2 OpenMP threads crawl when the CPU is shared."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):

@@ -9,7 +9,6 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from companion.engine import Engine
 from companion.folder import SampleFolder
@@ -17,22 +16,12 @@ from companion.pool import Pool
 from companion.requests import GenerateRequest, LoadModelRequest
 from companion.settings import Params
 from models.backend import load_backend
-from tests.test_engine import SlowBackend, save_tiny
+from tests.reference_nets import save_tiny
+from tests.test_engine import SlowBackend
 
 WAIT = 30.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("models") / "tiny.safetensors")
 
 
 @pytest.fixture

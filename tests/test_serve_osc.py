@@ -14,30 +14,18 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-import torch
 
 import companion.folder as folder_mod
 from companion.cmd_serve import Companion
 from companion.requests import GenerateRequest
 from companion.settings import Settings
 from osc_protocol.client import OscClient
-from tests.test_engine import save_tiny
+from tests.reference_nets import save_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT = 30.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("models") / "tiny.safetensors")
 
 
 @pytest.fixture
