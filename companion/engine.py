@@ -148,14 +148,6 @@ class Engine(JobBook):
             self.pool.note_use(plan.category)
         return job
 
-    def cancel_all(self) -> int:
-        """Cancel every live job (pool refills go on); return how many were cancelled."""
-        with self._lock:
-            jobs = [job for job in self._queue.jobs() if not job.background and not job.cancelled]
-        for job in jobs:
-            self._cancel_job(job, f"job {job.id} was cancelled (cancel all)")
-        return len(jobs)
-
     @property
     def model(self) -> ModelFacts | None:
         return self._facts
