@@ -1,26 +1,34 @@
 """``dd-companion serve``: the headless resident companion (model, engine, pool, OSC, watched folder).
 
 Settings come from the config file (see :mod:`companion.settings`), then the command-line flags;
-``--save-settings`` writes the result back. Ctrl-C or SIGTERM stops it cleanly: the OSC server
-stops, queued and running jobs are cancelled, writes in progress finish (never a partial file), and
-the process exits 0.
+``--save-settings`` writes the result back. ``live = 1`` (or ``--live``, ``--midi``, ``--audio``) also
+starts the live rig: MIDI pads with the pad map of the file's ``[pads]`` table, and the audio output;
+:meth:`Companion.save_settings` writes the settings in effect, MIDI-learned pad bindings included.
+Ctrl-C or SIGTERM stops it cleanly: the OSC server stops, queued and running jobs are cancelled,
+writes in progress finish (never a partial file), and the process exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
+import textwrap
 import threading
+from collections.abc import Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from companion.engine import Engine
 from companion.folder import OutputError, SampleFolder, default_output_folder
 from companion.osc_bridge import OscBridge
+from companion.padmap import default_config
 from companion.pool import Pool
-from companion.settings import Settings, load_settings, save_settings, settings_path
+from companion.settings import Settings, describe, load_settings, save_settings, settings_path
 from models.backend import BACKENDS
 from models.samplers import DEFAULT_SAMPLER, SAMPLERS
 from osc_protocol.server import OscServer
@@ -30,14 +38,15 @@ log = logging.getLogger("dd.serve")
 # flag dest -> settings key (every flag defaults to None: "not given, keep the file's value")
 _FLAGS = ("folder", "osc_host", "osc_port", "reply_port", "allow", "model", "backend", "device", "precision",
           "rate", "format", "pool_size", "pool_categories", "max_per_category", "batch_size", "queue_limit",
-          "steps", "sampler", "seconds", "seed")
+          "steps", "sampler", "seconds", "seed", "live", "midi_port", "audio_device")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help="run the resident companion: model loaded, OSC server, pre-render pool, watched folder",
-        description="Keep a model loaded and answer OSC requests with new samples in the output folder. "
-        f"Settings come from {settings_path()} (or --config), then these flags.",
+        description=textwrap.fill("Keep a model loaded and answer OSC requests with new samples in the output "
+                                  f"folder. Settings come from {settings_path()} (or --config), then these flags."),
+        epilog=_settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, help="settings file, .toml or .json (default: the one above)")
     p.add_argument("--save-settings", action="store_true", help="write the settings in effect back to the file")
@@ -61,27 +70,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"sampler (default {DEFAULT_SAMPLER})")
     p.add_argument("--seconds", type=float, help="length of new samples (default: the model's window)")
     p.add_argument("--seed", type=int, help="seed when a request names none (default -1 = random)")
-    p.add_argument("--midi", metavar="PORT", help="MIDI input port (name prefix); with --live and no --midi, "
-                   "a virtual port 'DD Companion' is created")
-    p.add_argument("--audio", metavar="DEVICE", help="audio output device name for pads and audition "
-                   "(see 'dd-companion devices'; default: the system default)")
-    p.add_argument("--live", action="store_true", help="enable MIDI pads and live audio with the defaults")
+    p.add_argument("--midi", dest="midi_port", metavar="PORT", help="MIDI input port (name prefix; implies "
+                   "--live); with --live and no --midi, a virtual port 'DD Companion' is created")
+    p.add_argument("--audio", dest="audio_device", metavar="DEVICE", help="audio output device name for pads "
+                   "and audition (implies --live; see 'dd-companion devices'; default: the system default)")
+    p.add_argument("--live", action=argparse.BooleanOptionalAction, help="start MIDI pads and live audio "
+                   "(settings key live = 1; the pad map is the file's [pads] table); --no-live: do not")
     p.set_defaults(run=run)
 
 
+def _settings_help() -> str:
+    """Every key of the settings file, its default and meaning, for the end of ``serve --help``."""
+    lines = ["settings file keys (TOML or JSON; a flag given overrides the file; unset keys are left out):"]
+    for key, default, meaning in describe():
+        shown = "unset" if default is None else json.dumps(list(default) if isinstance(default, tuple) else default)
+        lines.append(textwrap.fill(f"{key} = {shown}: {meaning}", 79, initial_indent="  ", subsequent_indent="      "))
+    return "\n".join(lines)
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """The config file's settings with the flags that were given applied on top."""
+    """The config file's settings with the flags that were given applied on top.
+
+    ``--midi`` and ``--audio`` imply ``--live`` (live = 1) unless ``--no-live`` is given."""
     settings = load_settings(args.config, must_exist=args.config is not None and not args.save_settings)
-    return settings.updated({key: getattr(args, key) for key in _FLAGS if getattr(args, key) is not None})
+    values = {key: getattr(args, key) for key in _FLAGS if getattr(args, key) is not None}
+    if "live" in values:
+        values["live"] = int(values["live"])
+    elif args.midi_port is not None or args.audio_device is not None:
+        values["live"] = 1
+    return settings.updated(values)
 
 
 class Companion:
     """Everything ``serve`` runs, built from settings; ``start`` then ``stop`` (tests use it in-process)."""
 
-    def __init__(self, settings: Settings, live: dict[str, str | None] | None = None) -> None:
+    def __init__(self, settings: Settings, *, settings_file: str | Path | None = None,
+                 rig_options: Mapping[str, Any] | None = None) -> None:
+        """``settings.live`` says whether ``start`` builds the live rig (MIDI port, audio device and pad
+        map from ``settings``); ``rig_options`` are further :class:`companion.live.LiveRig` options
+        (tests: ``virtual_name``, ``poll_interval``...). ``settings_file``: where :meth:`save_settings`
+        writes by default (None: the default settings file)."""
         self.settings = settings
-        self.live_options = live
-        self.live: object | None = None
+        self.settings_file = settings_file
+        self.rig_options = dict(rig_options or {})
+        self.live: Any = None
         root = Path(settings.folder).expanduser() if settings.folder else default_output_folder()
         self.folder = SampleFolder(root, rate=settings.rate, subtype="FLOAT" if settings.format == "float" else "PCM_24",
                                    max_per_category=settings.max_per_category or None)
@@ -104,12 +136,13 @@ class Companion:
         self.engine.load(self.settings.model, **self.load_options)
         self.engine.start()
         self.pool.start()
-        if self.live_options is not None:
+        if self.settings.live:
             from companion.live import attach_live  # MIDI and audio libraries load only when asked for
 
-            self.live = attach_live(self.engine, self.folder, midi_port=self.live_options.get("midi"),
-                                    audio_device=self.live_options.get("audio"))
-            self.bridge.rack = self.live.rack  # type: ignore[attr-defined]
+            self.live = attach_live(self.engine, self.folder, midi_port=self.settings.midi_port,
+                                    audio_device=self.settings.audio_device, pads=self.settings.pads,
+                                    **self.rig_options)
+            self.bridge.rack = self.live.rack
         self.bridge.attach(self.server)
         self.server.start()
 
@@ -117,8 +150,24 @@ class Companion:
         """Stop taking requests, cancel jobs, let writes in progress finish."""
         self.server.stop()
         if self.live is not None:
-            self.live.stop()  # type: ignore[attr-defined]
+            self.live.stop()
         self.engine.shutdown()
+
+    def settings_in_effect(self) -> Settings:
+        """The settings as they are now: parameters changed at run time (``/dd/set``), the audio
+        device chosen since, the pad map with its MIDI-learned bindings (unset while it is the default)."""
+        settings = replace(self.settings, **asdict(self.engine.params))
+        if self.live is not None:
+            pads: dict[str, Any] | None = self.live.rack.to_config()
+            if self.settings.pads is None and pads == default_config():
+                pads = None
+            settings = settings.updated({"audio_device": self.live.audio.device_name, "pads": pads})
+        return settings
+
+    def save_settings(self, path: str | Path | None = None) -> Path:
+        """Write :meth:`settings_in_effect` to ``path`` (default: the file given at construction, else
+        the default settings file) so that a restart comes back the same; returns the path."""
+        return save_settings(self.settings_in_effect(), path if path is not None else self.settings_file)
 
     def describe(self) -> list[str]:
         host, port = self.server.address
@@ -130,7 +179,7 @@ class Companion:
             f"output folder: {self.folder.root}",
             f"model: {model.name} on {model.runtime} ({', '.join(model.categories) or 'unconditional'})",
             f"pool: {pool} per category" if pool else "pool: off",
-        ] + (list(self.live.describe()) if self.live is not None else [])  # type: ignore[attr-defined]
+        ] + (list(self.live.describe()) if self.live is not None else [])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,8 +187,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save_settings:
         print(f"settings saved to {save_settings(settings, args.config)}", flush=True)
     try:
-        live = {"midi": args.midi, "audio": args.audio} if (args.midi or args.audio or args.live) else None
-        companion = Companion(settings, live)
+        companion = Companion(settings, settings_file=args.config)
     except ValueError as exc:  # e.g. a network address without an allow-list (OscServer explains)
         print(f"dd-companion serve: error: {exc}", file=sys.stderr, flush=True)
         return 2

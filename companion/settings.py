@@ -1,10 +1,12 @@
-"""The companion's settings: one flat table of checked keys, a config file, command-line overrides.
+"""The companion's settings: one table of checked keys, a config file, command-line overrides.
 
 The file is ``user_config_dir("dd-companion")/settings.toml`` unless ``--config`` names another;
 ``.toml`` files are read with :mod:`tomllib`, ``.json`` files with :mod:`json`. Keys left out keep
 their defaults; unknown keys and bad values are errors naming the key and what is allowed, never
-silently ignored. Optional keys (``reply_port``, ``model``, ``rate``, ``steps``, ``seconds``) are
-"unset" when absent; TOML has no null, so they are simply not written.
+silently ignored. Optional keys (``reply_port``, ``model``, ``rate``, ``steps``, ``seconds``,
+``midi_port``, ``audio_device``, ``pads``) are "unset" when absent; TOML has no null, so they are
+simply not written. Every key is a plain value except ``pads``, the live pad rack's configuration
+(:mod:`companion.padmap`), which the TOML file holds as a ``[pads]`` section.
 
 The last eight keys (:data:`PARAM_KEYS`) are also the engine's live parameters (``/dd/set``).
 """
@@ -15,12 +17,13 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from platformdirs import user_config_dir
 
+from companion.padmap import PadMapError, check_config
 from models.backend import BACKENDS
 from models.errors import DDError
 from models.generate import MAX_SEED
@@ -53,6 +56,7 @@ class Spec:
     choices: tuple[str, ...] = ()
     optional: bool = False  # may be None ("unset")
     low_open: bool = False  # low itself is excluded
+    nonempty: bool = False  # '' is refused (a device name prefix '' would match any device)
 
 
 SPECS: dict[str, Spec] = {
@@ -80,6 +84,14 @@ SPECS: dict[str, Spec] = {
     "batch_size": Spec(int, "most samples rendered in one batch (0 = auto: 1 on CPU, 4 on GPU)", 0, 64),
     "seed": Spec(int, "seed when a request names none (-1 = random)", -1, MAX_SEED),
     "audition": Spec(int, "1 plays finished samples on the audio output", 0, 1),
+    "live": Spec(int, "1 starts the live rig in serve: MIDI pads and audio output", 0, 1),
+    "midi_port": Spec(str, "MIDI input, a name or its start (unset = a virtual port 'DD Companion')",
+                      optional=True, nonempty=True),
+    "audio_device": Spec(str, "audio output device name for pads and audition (unset = the system default)",
+                         optional=True, nonempty=True),
+    "pads": Spec(dict, "the pad map, a [pads] table: channel, behaviour, stock, velocity_curve, pads, "
+                 "modifiers, params, kits (see the README; unset = the GM 4x4 grid on notes 36-51)",
+                 optional=True),
 }
 
 
@@ -123,6 +135,10 @@ class Settings:
     batch_size: int = 0
     seed: int = -1
     audition: int = 0
+    live: int = 0
+    midi_port: str | None = None
+    audio_device: str | None = None
+    pads: dict[str, Any] | None = field(default=None, hash=False)  # checked by padmap.check_config
 
     def updated(self, values: Mapping[str, Any]) -> Settings:
         """A copy with ``values`` applied, each checked by :func:`check_setting`."""
@@ -145,6 +161,8 @@ def check_setting(key: str, value: Any) -> Any:
         if spec.optional:
             return None
         raise SettingsError(f"{key} must be set ({spec.meaning})", "bad_value")
+    if spec.type is dict:
+        return _check_pads(key, value)
     if spec.type is list:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
             raise SettingsError(f"{key} must be a list of non-empty strings, got {value!r}", "bad_type")
@@ -154,6 +172,9 @@ def check_setting(key: str, value: Any) -> Any:
             raise SettingsError(f"{key} must be a string, got {value!r}", "bad_type")
         if spec.choices and value not in spec.choices:
             raise SettingsError(f"{key} must be one of {', '.join(spec.choices)}, got {value!r}", "bad_config")
+        if spec.nonempty and not value.strip():
+            raise SettingsError(f"{key} must be a non-empty name (leave it out for the default), got {value!r}",
+                                "bad_value")
         return value
     number_ok = isinstance(value, int | float) and not isinstance(value, bool)
     if spec.type is int and not (number_ok and float(value).is_integer()):
@@ -166,6 +187,25 @@ def check_setting(key: str, value: Any) -> Any:
         allowed = f"({_num(spec.low)}, {_num(spec.high)}]" if spec.low_open else f"{_num(spec.low)}..{_num(spec.high)}"
         raise SettingsError(f"{key} must be in {allowed}, got {value!r}", "out_of_range")
     return value
+
+
+def _check_pads(key: str, value: Any) -> dict[str, Any]:
+    """The full pad rack config (defaults filled in); kit note keys become strings, as TOML and JSON keep them."""
+    try:
+        config = check_config(value)
+    except PadMapError as exc:
+        raise SettingsError(f"{key}: {exc}", "bad_config") from None
+    for kit in config["kits"]:
+        notes = {}
+        for note, category in kit.get("pads", {}).items():
+            number = int(note) if isinstance(note, int | str) and str(note).isdigit() else -1
+            if not 0 <= number <= 127 or not isinstance(category, str) or not category:
+                raise SettingsError(f"{key}: kit pads must map notes 0..127 to category names, "
+                                    f"got {note!r} = {category!r}")
+            notes[str(number)] = category
+        if "pads" in kit:
+            kit["pads"] = notes
+    return config
 
 
 def _num(x: float | None) -> str:
@@ -222,14 +262,47 @@ def save_settings(settings: Settings, path: str | Path | None = None) -> Path:
 
 
 def to_toml(data: Mapping[str, Any]) -> str:
-    """A flat TOML table of strings, ints, floats, bools and lists of strings, one key per line."""
-    lines = ["# dd-companion settings; see `dd-companion serve --help` for what each key does", ""]
-    for key, value in data.items():
-        lines.append(f"{key} = {_toml_value(key, value)}")
+    """``data`` as TOML: plain keys one per line, then each table holding tables as a ``[section]``.
+
+    A table of plain values is written inline (``{type = "cc", number = 102}``), a list of tables as
+    a multi-line array with one inline table per line. None values are left out (TOML has no null;
+    a missing key reads back as unset). ``tomllib.loads(to_toml(d))`` gives ``d`` back, less the Nones.
+    """
+    lines = ["# dd-companion settings; see `dd-companion serve --help` for what each key does"]
+    _toml_table(lines, (), data)
     return "\n".join(lines) + "\n"
 
 
+def _toml_table(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
+    where = "".join(f"{p}." for p in path)
+    sections = {k: v for k, v in table.items() if isinstance(v, Mapping) and _has_table(v)}
+    lines.append(f"[{'.'.join(map(_toml_key, path))}]" if path else "")
+    for key, value in table.items():
+        if value is None or key in sections:
+            continue
+        if isinstance(value, list | tuple) and value and all(isinstance(v, Mapping) for v in value):
+            items = [f"  {_toml_value(f'{where}{key}', v)}," for v in value]
+            lines.extend([f"{_toml_key(key)} = [", *items, "]"])
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(f'{where}{key}', value)}")
+    for key, value in sections.items():
+        lines.append("")
+        _toml_table(lines, (*path, key), value)
+
+
+def _has_table(table: Mapping[str, Any]) -> bool:
+    return any(isinstance(v, Mapping) or (isinstance(v, list | tuple) and any(isinstance(i, Mapping) for i in v))
+               for v in table.values())
+
+
+def _toml_key(key: Any) -> str:
+    key = str(key)
+    bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
+    return key if bare else _toml_value("key", key)
+
+
 def _toml_value(key: str, value: Any) -> str:
+    """One value on one line (TOML 1.0 allows no newline inside an inline table)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -242,7 +315,12 @@ def _toml_value(key: str, value: Any) -> str:
         # JSON's escapes are valid TOML basic-string escapes; TOML also wants DEL escaped
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list | tuple):
+        if any(v is None for v in value):
+            raise SettingsError(f"{key}: cannot save a list holding None in TOML")
         return "[" + ", ".join(_toml_value(key, v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        items = [f"{_toml_key(k)} = {_toml_value(f'{key}.{k}', v)}" for k, v in value.items() if v is not None]
+        return "{" + ", ".join(items) + "}"
     raise SettingsError(f"{key}: cannot save a {type(value).__name__} value in TOML")
 
 

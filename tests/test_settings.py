@@ -11,6 +11,7 @@ import tomllib
 from companion import cmd_serve
 from companion import settings as settings_mod
 from companion.cli import build_parser
+from companion.padmap import default_config
 from companion.settings import Settings, SettingsError, check_setting, load_settings, save_settings, to_toml
 from models.samplers import DEFAULT_SAMPLER
 
@@ -111,5 +112,99 @@ def test_check_setting_allows_unset_optional_keys_only():
 def test_every_setting_has_a_serve_flag_or_is_file_only():
     flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["serve"]._actions
              if isinstance(a, argparse.Action)}
-    file_only = {"strength", "audition"}  # changed at run time with /dd/set, or in the file
+    file_only = {"strength", "audition", "pads"}  # changed at run time (/dd/set, MIDI learn), or in the file
     assert set(settings_mod.SPECS) - file_only <= flags
+
+
+def custom_pads():
+    config = default_config()
+    config.update(channel=9, behaviour="keep", stock=0, velocity_curve=1)
+    config["pads"] = [{"note": 36, "category": "kick", "choke": 0, "cuts": []},
+                      {"note": 40, "category": None, "choke": 2, "cuts": [1, 3]},  # None: the unconditional model
+                      {"note": 46, "category": 'open "hat" ü', "choke": 1, "cuts": []}]
+    config["modifiers"] = {"regenerate": {"type": "note", "number": 60}, "lock_seed": {"type": "cc", "number": 20}}
+    config["params"] = [{"type": "cc", "number": 21, "param": "seconds", "low": 0.1, "high": 2}]
+    config["kits"] = [{"name": "lofi", "pads": {"36": "snare", "40": "clap"}, "model": "lofi.safetensors"},
+                      {"name": "empty", "pads": {}}]
+    return config
+
+
+def without_none(value):
+    if isinstance(value, dict):
+        return {k: without_none(v) for k, v in value.items() if v is not None}
+    return [without_none(v) for v in value] if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize("pads", [default_config(), custom_pads()], ids=["default", "custom"])
+def test_pad_maps_round_trip_through_toml_exactly(pads):
+    data = Settings(live=1, midi_port="MPD218", pads=pads).to_dict()
+    text = to_toml(data)
+    assert tomllib.loads(text) == without_none(data)  # TOML has no null: None is left out...
+    assert Settings().updated(tomllib.loads(text)).pads == pads  # ...and a pad without category reads as None
+    assert "\n[pads]\n" in text and "\n[pads.modifiers]\n" in text
+    assert text.index("midi_port =") < text.index("[pads]")  # plain keys before every section
+    assert '  {note = 36, category = "kick", choke = 0, cuts = []},\n' in text  # one pad per line
+
+
+def test_nested_tables_and_lists_of_tables_in_toml():
+    data = {"a": 1, "t": {"x": [{"k": {"deep": [1, 2]}, "n": None}], "u": {"v": {"w": "y"}}, "s": "z"},
+            "odd key": {"1": {}, "": [[{"q": 1.5}]]}}
+    assert tomllib.loads(to_toml(data)) == {**data, "t": {**data["t"], "x": [{"k": {"deep": [1, 2]}}]}}
+    with pytest.raises(SettingsError, match=r"t.x: cannot save a list holding None"):
+        to_toml({"t": {"x": [1, None], "y": {"z": {}}}})
+
+
+def test_live_rig_keys_round_trip_through_toml_and_json_files(tmp_path):
+    settings = Settings(live=1, midi_port="Arturia BeatStep", audio_device="Scarlett 2i2 USB", pads=custom_pads())
+    assert settings.to_dict()["pads"]["pads"][1] == {"note": 40, "category": None, "choke": 2, "cuts": [1, 3]}
+    for name in ("rig.toml", "rig.json"):
+        path = save_settings(settings, tmp_path / name)
+        loaded = load_settings(path)
+        assert loaded == settings and loaded.pads["pads"][1]["category"] is None
+    assert json.loads((tmp_path / "rig.json").read_text())["pads"]["pads"][1]["category"] is None
+    assert 'audio_device = "Scarlett 2i2 USB"' in (tmp_path / "rig.toml").read_text()
+    assert hash(settings) == hash(settings.updated({"pads": None}))  # still hashable: pads is left out
+    partial = load_settings(save_settings(Settings().updated({"pads": {"behaviour": "keep"}}), tmp_path / "p.toml"))
+    assert partial.pads == {**default_config(), "behaviour": "keep"}  # keys left out keep their defaults
+    int_keys = Settings().updated({"pads": {"kits": [{"name": "k", "pads": {36: "kick"}}]}})
+    assert int_keys.pads["kits"][0]["pads"] == {"36": "kick"}  # as TOML and JSON keep keys
+    assert load_settings(save_settings(int_keys, tmp_path / "k.toml")) == int_keys
+    assert Settings().live == 0 and Settings().pads is None and Settings().midi_port is None
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("live = 2\n", "live must be in 0..1, got 2"),
+        ("live = true\n", "live must be an integer, got True"),
+        ("audio_device = 3\n", "audio_device must be a string, got 3"),
+        ("midi_port = ''\n", "midi_port must be a non-empty name (leave it out for the default), got ''"),
+        ("pads = 'big'\n", "pads: the pad rack config must be a table, got str"),
+        ("[pads]\nbehaviour = 'loud'\n", "pads: behaviour must be one of new, keep, got 'loud'"),
+        ("[pads]\npads = [{note = 200, category = 'kick'}]\n", "pads: pad note must be an integer in 0..127, got 200"),
+        ("[pads]\ncolour = 1\n", "pads: unknown pad rack key(s) ['colour']; keys are: channel, behaviour"),
+        ("[pads.modifiers]\nregenerate = {type = 'cc', number = 128}\n",
+         "pads: modifier regenerate number must be an integer in 0..127, got 128"),
+        ("[pads]\nkits = [{pads = {kick = 'snare'}}]\n", "pads: kit pads must map notes 0..127 to category names, got 'kick' = 'snare'"),
+        ("[pads]\nkits = [{pads = {36 = ''}}]\n", "pads: kit pads must map notes 0..127 to category names, got '36' = ''"),
+    ],
+)
+def test_bad_live_rig_values_name_the_file_the_key_and_what_is_allowed(tmp_path, text, needle):
+    path = tmp_path / "settings.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as err:
+        load_settings(path)
+    assert needle in str(err.value) and f"settings file '{path}'" in str(err.value)
+
+
+def test_serve_live_flags_are_saved_and_read_back(tmp_path):
+    path = tmp_path / "X.toml"
+    args = serve_args("--save-settings", "--config", str(path), "--live", "--midi", "Foo", "--audio", "Bar")
+    save_settings(cmd_serve.settings_from_args(args), path)
+    again = cmd_serve.settings_from_args(serve_args("--config", str(path)))
+    assert (again.live, again.midi_port, again.audio_device, again.pads) == (1, "Foo", "Bar", None)
+    assert cmd_serve.settings_from_args(serve_args("--config", str(path), "--no-live")).live == 0
+    assert cmd_serve.settings_from_args(serve_args("--config", str(path), "--audio", "Baz")).audio_device == "Baz"
+    fresh = tmp_path / "fresh.toml"
+    assert cmd_serve.settings_from_args(serve_args("--config", str(fresh), "--save-settings", "--midi", "X")).live == 1
+    assert cmd_serve.settings_from_args(serve_args("--config", str(fresh), "--save-settings")).live == 0
