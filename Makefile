@@ -12,15 +12,15 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[torch,dev]"
+	$(PY) -m pip install --quiet -e ".[torch,dev,gui]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# The headless companion on the embedded default model: OSC on 127.0.0.1:9000, samples in the
-# watched folder it prints. Stop it with Ctrl-C.
+# The companion on the embedded default model: the window when a display exists, else the headless
+# companion (it says so): OSC on 127.0.0.1:9000, samples in the watched folder it prints. Ctrl-C stops it.
 run: $(STAMP)
-	$(PY) -m companion serve
+	$(PY) -m companion gui --or-serve
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

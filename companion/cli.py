@@ -17,6 +17,7 @@ COMMANDS = (
     "companion.cmd_serve",
     "companion.cmd_send",
     "companion.cmd_devices",
+    "companion.cmd_gui",
 )
 
 

@@ -68,7 +68,8 @@ class Pad:
 
 
 class PadRack:
-    """See the module docstring. ``on_event(kind, info)`` hears played, loaded, learned, kit, error."""
+    """See the module docstring. ``on_event(kind, info)`` (and :meth:`add_listener` s) hear played, current,
+    loaded, locked, learned, param, kit, models, auditioned and error."""
 
     def __init__(self, engine: Engine, config: Mapping[str, Any] | None = None, *,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
@@ -85,6 +86,7 @@ class PadRack:
         self._in_flight = 0
         self._pending_params: dict[str, int | float] = {}
         self._on_event = on_event or (lambda kind, info: None)
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._build_pads(self.config["pads"])
 
     # ------------------------------------------------------------------ life cycle
@@ -171,7 +173,9 @@ class PadRack:
         if sample is None:
             self._event("error", note=note, message=pad.error or f"pad {note} has no sample yet")
             return False
-        return self._play(pad, sample, velocity)
+        played = self._play(pad, sample, velocity)
+        self._event("current", note=note, path=str(sample.path), seed=sample.seed)
+        return played
 
     def velocity_gain(self, velocity: int) -> float:
         return (max(0, min(127, velocity)) / 127.0) ** self.config["velocity_curve"]
@@ -200,6 +204,46 @@ class PadRack:
                     self._pending_params[entry["param"]] = param_value(entry, value)
                 if first:  # knobs send bursts: apply the latest value once they settle a little
                     threading.Timer(0.1, self._tasks.put, args=(("params", None),)).start()
+
+    # ------------------------------------------------------------------ verbs for the window and OSC
+
+    def add_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        """Also tell ``listener(kind, info)`` every event (called from the rack's and MIDI threads)."""
+        self._listeners = [*self._listeners, listener]
+
+    def remove_listener(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        self._listeners = [x for x in self._listeners if x is not listener]
+
+    def act(self, action: str, note: int, velocity: int = 100) -> None:
+        """Apply ``action`` (regenerate, variation or lock_seed) to pad ``note``, as a hit with that
+        modifier held does; the result plays and becomes the pad's current sample."""
+        if action not in MODIFIERS:
+            raise PadMapError(f"unknown pad action {action!r}; actions are: {', '.join(MODIFIERS)}")
+        self._tasks.put((action, (self.pad(note), velocity)))
+
+    def audition(self, path: str | Path, velocity: int = 100) -> None:
+        """Play any audio file once (read and resampled in the rack's worker, not the caller's thread)."""
+        self._tasks.put(("audition", (Path(path), velocity)))
+
+    def shown(self, note: int) -> PadSample | None:
+        """What the pad stands for now: its current sample, else the one its next hit will play."""
+        pad = self.pad(note)
+        with self._lock:
+            return pad.current or (pad.stock[0] if pad.stock else None)
+
+    def _do_audition(self, arg: tuple[Path, int]) -> None:
+        path, velocity = arg
+        try:
+            sample = self._load(path, None)
+        except DDError as exc:
+            self._event("error", message=str(exc))
+            return
+        mixer = self._mixer
+        if mixer is None or sample.audio.shape[1] != mixer.channels:
+            self._event("error", message=f"cannot audition {path.name}: audio output is off")
+            return
+        mixer.play(sample.audio, self.velocity_gain(velocity))
+        self._event("auditioned", path=str(path))
 
     # ------------------------------------------------------------------ MIDI learn
 
@@ -301,6 +345,7 @@ class PadRack:
                     pad.model_category = pad_category(pad.note, categories, {pad.note: pad.category or ""})
                 except PadError as exc:
                     pad.error = str(exc)
+        self._event("models", model=model.name if model else None)
         self._do_fill(None)
 
     def _do_fill(self, _: Any) -> None:
@@ -392,9 +437,12 @@ class PadRack:
         """A new sample for the pad, kept as its current one: the next stocked one, or a fresh render."""
         pad, velocity = arg
         with self._lock:
+            if pad.current is None and pad.stock:
+                pad.stock.popleft()  # the pad stood for that one (see shown): regenerate replaces it
             sample = pad.current = pad.stock.popleft() if pad.stock else None
         if sample is not None:
             self._play(pad, sample, velocity)
+            self._event("current", note=pad.note, path=str(sample.path), seed=sample.seed)
             self._do_fill(None)
         elif pad.error is None:
             self._submit(GenerateRequest(pad.model_category, fresh=True, origin=ORIGIN), pad, "play", velocity)
@@ -475,10 +523,11 @@ class PadRack:
     def _event(self, kind: str, **info: Any) -> None:
         if kind == "error":
             log.warning("pads: %s", info.get("message"))
-        try:
-            self._on_event(kind, info)
-        except Exception:
-            log.exception("pad event listener failed")
+        for listener in (self._on_event, *self._listeners):
+            try:
+                listener(kind, info)
+            except Exception:
+                log.exception("pad event listener failed")
 
     def wait_ready(self, notes: list[int] | None = None, timeout: float = 30.0, stock: int = 1) -> bool:
         """Block until the pads ``notes`` (default: every pad that can render) hold ``stock`` samples."""

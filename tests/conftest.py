@@ -9,6 +9,7 @@ import pytest
 # Multi-threaded BLAS slows small NumPy maths by 10-25x when the CPU is shared; tests use small arrays.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny test networks gain nothing from more
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the window tests draw real widgets, with no display
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,255 @@
+"""The window on the offscreen Qt platform, driven through real widgets, on a real companion (tiny model).
+
+Audio and MIDI are off here (no device named like this exists), which the window must survive;
+tests/test_gui_jack.py plays through a real JACK server. What is checked is what a user sees or
+gets: thumbnails drawn in pixels, WAV files behind drags, the settings file written, errors shown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("PySide6", reason="the window needs PySide6 (pip install pyside6-essentials)")
+
+from PySide6.QtCore import QPoint, Qt  # noqa: E402
+from PySide6.QtGui import QImage  # noqa: E402
+
+from companion.cmd_serve import Companion  # noqa: E402
+from companion.settings import Settings, load_settings  # noqa: E402
+from gui import pad_grid  # noqa: E402
+from gui.bridge import Bridge  # noqa: E402
+from gui.waveform import peaks  # noqa: E402
+from gui.window import MainWindow  # noqa: E402
+from models.synth import CATEGORIES  # noqa: E402
+from tests.reference_nets import save_tiny  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WAVE = (0x8F, 0xD3, 0xFF)  # the thumbnails' colour (gui/pad_grid.py)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("gui-model") / "tiny.safetensors", categories=tuple(CATEGORIES))
+
+
+def make_companion(tmp_path, model, **overrides):
+    settings = Settings().updated({"folder": str(tmp_path / "out"), "osc_port": 0, "model": str(model),
+                                   "device": "cpu", "steps": 3, "pool_size": 0, "live": 1,
+                                   "audio_device": "No Such Audio Device", **overrides})
+    return Companion(settings, settings_file=tmp_path / "settings.toml", rig_options={"midi": False})
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, tiny_model):
+    bridge = Bridge(make_companion(tmp_path, tiny_model), tmp_path / "settings.toml", keep={"live": 0})
+    bridge.start()
+    win = MainWindow(bridge)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: all(p.view.path is not None for p in win.pads.pads.values()), timeout=60_000)
+    yield win
+    win.close()
+
+
+def wave_pixels(image: QImage) -> int:
+    """How many pixels have the thumbnails' colour."""
+    image = image.convertToFormat(QImage.Format.Format_RGB32)
+    arr = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)
+    b, g, r = arr[:, : image.width(), 0].astype(int), arr[:, : image.width(), 1], arr[:, : image.width(), 2]
+    return int(((abs(r - WAVE[0]) < 12) & (abs(g - WAVE[1]) < 12) & (abs(b - WAVE[2]) < 12)).sum())
+
+
+def test_peaks_follow_the_sound():
+    audio = np.zeros((1000, 2), np.float32)
+    audio[:100] = 0.8
+    audio[500:550, 0] = -1.0  # half of the sixth slice, in one channel
+    table = peaks(audio, 10)
+    assert table.shape == (10, 2)
+    assert table[0].tolist() == pytest.approx([0.8, 0.8])
+    assert table[5].tolist() == pytest.approx([-0.5, 0.0])  # the channels' mean
+    assert not table[9].any()
+    assert not peaks(np.zeros((0, 2), np.float32), 4).any()
+    with pytest.raises(ValueError, match="columns"):
+        peaks(audio, 0)
+
+
+def test_every_pad_shows_its_category_note_and_a_drawn_waveform(window):
+    assert len(window.pads.pads) == 16
+    for note, pad in window.pads.pads.items():
+        view = pad.view
+        assert view.note == note and view.state == "ready" and view.path.is_file()
+        assert pad.has_waveform()
+        assert wave_pixels(pad.grab().toImage()) > 200, f"pad {note} has no waveform drawn"
+        assert pad.view.category in CATEGORIES
+    assert window.pads.pads[36].view.category == "kick" and window.pads.pads[42].view.category == "closed_hat"
+    assert "36" in window.pads.pads[36].toolTip() and "C1" in window.pads.pads[36].toolTip()
+
+
+def test_the_status_bar_names_model_osc_and_the_audio_error(window, qtbot):
+    labels = window.status_labels
+    qtbot.waitUntil(lambda: "tiny" in labels["model"].text())
+    assert "torch-cpu" in labels["model"].text()
+    host, port = window.bridge.companion.server.address
+    assert labels["osc"].text() == f"OSC udp://{host}:{port}"
+    assert "audio is off" in window.error_label.text()  # no such device here: said plainly, window runs on
+
+
+def test_regenerate_changes_the_pad_and_its_thumbnail(window, qtbot):
+    pad = window.pads.pads[38]
+    before_path, before = pad.view.path, pad.grab().toImage()
+    menu = pad.context_menu()
+    next(a for a in menu.actions() if a.text() == "Regenerate").trigger()
+    qtbot.waitUntil(lambda: pad.view.path != before_path, timeout=30_000)
+    assert pad.view.path.is_file() and pad.view.seed is not None
+    assert pad.grab().toImage() != before, "the thumbnail did not change"
+
+
+def test_lock_seed_marks_the_pad_locked(window, qtbot):
+    pad = window.pads.pads[36]
+    window.bridge.pad_action("regenerate", 36)  # a current sample to lock
+    qtbot.waitUntil(lambda: window.bridge.rack.pad(36).current is not None, timeout=30_000)
+    next(a for a in pad.context_menu().actions() if a.text() == "Lock seed").trigger()
+    qtbot.waitUntil(lambda: pad.view.state == "locked", timeout=10_000)
+    assert window.bridge.rack.pad(36).locked_seed == pad.view.seed
+    assert any(a.text() == "Unlock seed" for a in pad.context_menu().actions())
+
+
+def test_dragging_a_pad_carries_its_wav_file(window, qtbot, monkeypatch):
+    pad = window.pads.pads[40]
+    mime = pad.mime_data()
+    urls = mime.urls()
+    assert len(urls) == 1 and urls[0].isLocalFile()
+    path = Path(urls[0].toLocalFile())
+    assert path.is_file() and path.suffix == ".wav" and path == pad.view.path.resolve()
+    info = sf.info(str(path))
+    assert info.frames > 0 and info.samplerate == 16000
+
+    started = []
+
+    class RecordingDrag(pad_grid.QDrag):
+        def exec(self, *actions):  # a real drag would wait for a drop target; record what it carries
+            started.append(self.mimeData().urls()[0].toLocalFile())
+            return Qt.DropAction.CopyAction
+
+    monkeypatch.setattr(pad_grid, "QDrag", RecordingDrag)
+    qtbot.mousePress(pad, Qt.MouseButton.LeftButton, pos=QPoint(20, 40))
+    qtbot.mouseMove(pad, QPoint(80, 70))
+    qtbot.mouseRelease(pad, Qt.MouseButton.LeftButton, pos=QPoint(80, 70))
+    assert started == [str(path)], "moving the pressed mouse did not start a file drag"
+
+
+def test_a_setting_changed_in_the_panel_is_saved_and_applied(window, tmp_path):
+    panel = window.settings_panel
+    panel.pool_size.setValue(3)
+    panel.osc_port.setValue(9123)
+    panel.behaviour.setCurrentIndex(1)  # audition, then keep
+    panel.save_button.click()
+    path = tmp_path / "settings.toml"
+    saved = load_settings(path, must_exist=True)
+    assert saved.pool_size == 3 and saved.osc_port == 9123
+    assert saved.pads["behaviour"] == "keep"
+    assert saved.live == 0  # the window forces the rig on, but keeps the file's choice for 'serve'
+    assert window.bridge.companion.engine.params.pool_size == 3  # the live parameter applies at once
+    assert str(path) in panel.saved_label.text()
+
+
+def test_a_bad_model_file_shows_an_error_and_the_previous_model_stays(window, qtbot, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"this is not a model" * 10)
+    assert window.controls.load_model(bad) is not None
+    qtbot.waitUntil(lambda: "broken.safetensors" in window.error_label.text(), timeout=30_000)
+    assert window.bridge.model().name == "tiny"
+    assert window.isVisible()
+    assert window.controls.generate() is not None  # and it still works
+
+
+def test_generate_lists_the_files_in_the_history(window, qtbot):
+    controls = window.controls
+    controls.category.setCurrentText("snare")
+    controls.count.setValue(2)
+    controls.random_seed.setChecked(False)
+    controls.seed.setValue(1234)
+    controls.generate_button.click()
+    history = window.history
+    qtbot.waitUntil(lambda: len(history.files()) == 2, timeout=30_000)
+    files = [Path(f) for f in history.files()]
+    assert all(f.is_file() and f.parent.name.lower().startswith("snare") for f in files)
+    row = history.tree.topLevelItem(0)
+    assert row.text(1) == "generate" and "done" in row.text(3)
+    assert [row.child(i).text(4) for i in range(2)] == ["seed 1234", "seed 1235"]
+
+
+def test_a_bad_request_is_shown_not_raised(window, qtbot):
+    assert window.bridge.generate("didgeridoo") is None
+    assert "didgeridoo" in window.error_label.text()
+
+
+def test_variation_of_a_dropped_file_and_a_morph_between_pads(window, qtbot, tmp_path):
+    source = window.pads.pads[36].view.path
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(source))])
+    drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(drop)
+    history = window.history
+    qtbot.waitUntil(lambda: history.tree.topLevelItemCount() >= 1 and "done" in history.tree.topLevelItem(0).text(3),
+                    timeout=30_000)
+    assert history.tree.topLevelItem(0).text(1) == "variation"
+
+    window.controls.frames.setValue(3)
+    window.controls.morph_button.click()
+    qtbot.waitUntil(lambda: history.tree.topLevelItem(0).text(1) == "morph"
+                    and "done" in history.tree.topLevelItem(0).text(3), timeout=60_000)
+    row = history.tree.topLevelItem(0)
+    assert row.childCount() == 3 and all(Path(row.child(i).data(0, Qt.ItemDataRole.UserRole)).is_file()
+                                         for i in range(3))
+
+
+def test_screenshot_command_draws_the_pads(tmp_path, tiny_model):
+    shot = tmp_path / "shot.png"
+    config = tmp_path / "s.toml"
+    config.write_text(f'folder = "{tmp_path / "out"}"\nsteps = 3\npool_size = 0\n'
+                      'audio_device = "No Such Audio Device"\n')
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run([sys.executable, "-m", "companion", "gui", "--config", str(config), "--model",
+                           str(tiny_model), "--screenshot", str(shot), "--wait", "120"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"screenshot saved to {shot}" in done.stdout
+    image = QImage(str(shot))
+    assert not image.isNull() and image.width() >= 800 and image.height() >= 500
+    # sixteen drawn waveforms, not a blank window: thousands of thumbnail-coloured pixels
+    assert wave_pixels(image) > 16 * 200
+    assert load_settings(config).live == 0  # the screenshot saved nothing
+
+
+def test_make_run_falls_back_to_serve_without_a_display(tmp_path, tiny_model):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    config = tmp_path / "s.toml"
+    config.write_text(f'folder = "{tmp_path / "out"}"\nosc_port = 0\npool_size = 0\nmodel = "{tiny_model}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "companion", "gui", "--or-serve", "--config", str(config)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "ready" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    text = "".join(lines)
+    assert "no display" in text and "headless" in text, text
+    assert "dd-companion serve: ready" in text
