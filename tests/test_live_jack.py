@@ -21,7 +21,7 @@ from companion.pool import Pool
 from companion.settings import Params
 from models.checkpoints import save_model
 from models.network import DiffusionAttnUnet1D
-from tests.conftest_jack import PERIOD, RATE, wait_for
+from tests.conftest_jack import PERIOD, RATE, matching, onset, wait_for
 from tests.reference_nets import tiny_config
 
 MASTER = 0.25  # keeps the sum under the limiter's knee, so the output is the samples, linearly
@@ -65,24 +65,6 @@ def note(n, velocity=127):
     import mido
 
     return mido.Message("note_on", note=n, velocity=velocity, channel=9)
-
-
-def onset(audio, start=0):
-    nonzero = np.flatnonzero(np.abs(audio[start:, 0]) > 0)
-    return start + int(nonzero[0]) if len(nonzero) else -1
-
-
-def matching(captured, expected, atol=1e-5):
-    """The fraction of ``expected``'s frames heard exactly (to float error) in ``captured``.
-
-    On a loaded 2-core machine JACK may skip or repeat a period now and then (an xrun): a period or
-    two then differ, so the tests ask for most of the sound, not all of it. A wrong sample, gain or
-    start matches almost nowhere."""
-    n = min(len(captured), len(expected))
-    if n == 0:
-        return 0.0
-    same = np.abs(captured[:n] - expected[:n]).max(axis=1) <= atol
-    return float(same.mean()) * n / len(expected)
 
 
 def settle(rig):
