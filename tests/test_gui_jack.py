@@ -137,3 +137,22 @@ def test_double_clicking_a_finished_sample_auditions_it(jwindow, qtbot, recorder
     audio, _ = record(qtbot, recorder, double_click)
     _, fraction = heard(audio, expected, jwindow.bridge.rack.velocity_gain(100))
     assert fraction > 0.9, f"{fraction:.0%} of the file was heard"
+
+
+def test_midi_learn_from_the_settings_panel_binds_the_next_cc(jwindow, qtbot):
+    import mido
+
+    panel = jwindow.settings_panel
+    panel.learn_target.setCurrentIndex(panel.learn_target.findData("modifier:variation"))
+    panel.learn_button.click()
+    assert panel.learn_button.isChecked() and "waiting" in panel.learn_state.text()
+    jwindow.send(mido.Message("control_change", control=21, value=127, channel=9))
+    qtbot.waitUntil(lambda: not panel.learn_button.isChecked(), timeout=5000)
+    assert "modifier:variation" in panel.learn_state.text() and "cc 21" in panel.learn_state.text()
+    assert jwindow.bridge.rack.config["modifiers"]["variation"] == {"type": "cc", "number": 21}
+    jwindow.send(mido.Message("control_change", control=21, value=0, channel=9))  # let go of the modifier
+    panel.save_button.click()
+    from companion.settings import load_settings
+
+    saved = load_settings(jwindow.bridge.settings_file, must_exist=True)
+    assert saved.pads["modifiers"]["variation"] == {"type": "cc", "number": 21}  # it survives a restart
