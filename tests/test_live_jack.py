@@ -9,6 +9,7 @@ play a fresh sample. The MIDI input must survive its port being unplugged and pl
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +72,7 @@ def settle(rig):
     """Let background refills finish, so a take competes with as little as possible on a busy CPU."""
     wait_for(lambda: rig.engine.status().state == "idle" and all(
         len(p.stock) >= 1 and not p.pending for p in rig.rack.pads() if p.error is None), 60, "refills done")
+    wait_for(lambda: rig.mixer.active_voices() == 0, 10, "earlier sounds ended")  # a take starts in silence
 
 
 def take(rig, recorder, notes, gap=0.12, after=0.7):
@@ -156,6 +158,79 @@ def test_a_closed_hat_chokes_the_open_hat(rig, recorder):
     assert 0.05 * RATE < at - start < 0.4 * RATE
     still_open = open_hat[at - start + fade:]
     assert np.abs(still_open).max() > 1e-3  # without the choke the open hat would still sound there
+
+
+def cc(number, value, channel=9):
+    import mido
+
+    return mido.Message("control_change", control=number, value=value, channel=channel)
+
+
+def hit_with_modifier(rig, recorder, modifier_cc, pad, velocity=127):
+    """Hold the modifier CC, hit ``pad``, let go; record what is heard once the modifier's render
+    (a new job in the engine) finishes and plays."""
+    before = rig.rack.pad(pad).current
+    settle(rig)
+    recorder.start()
+    wait_for(lambda: recorder.refresh() > PERIOD * 4, 5, "recorder running")
+    rig.send(cc(modifier_cc, 127))
+    time.sleep(0.02)
+    rig.send(note(pad, velocity))
+    time.sleep(0.02)
+    rig.send(cc(modifier_cc, 0))
+    wait_for(lambda: rig.rack.pad(pad).current is not before, 30, "the modifier's sample")
+    time.sleep(0.7)
+    return recorder.stop().copy()
+
+
+def test_the_variation_modifier_plays_a_variation_of_the_current_sound(rig, recorder):
+    import json
+
+    rack = rig.rack
+    hit_and_record(rig, recorder, 38)  # a current sound to vary
+    source = rack.pad(38).current
+    audio = hit_with_modifier(rig, recorder, rack.config["modifiers"]["variation"]["number"], 38)
+    varied = rack.pad(38).current
+    assert varied.path != source.path
+    sidecar = json.loads(varied.path.with_suffix(".json").read_text())
+    assert sidecar["kind"] == "variation" and [Path(p).name for p in sidecar["recipe"]["sources"]] == [source.path.name]
+    start = onset(audio)
+    assert start >= 0
+    assert matching(audio[start:], varied.audio[onset(varied.audio):] * MASTER) > 0.9  # the variation is heard
+    assert matching(audio[start:], source.audio[onset(source.audio):] * MASTER) < 0.05
+
+
+def test_lock_seed_keeps_the_sound_and_a_knob_rerenders_it_with_the_same_seed(rig, recorder):
+    rack = rig.rack
+    lock = rack.config["modifiers"]["lock_seed"]["number"]
+    hit_and_record(rig, recorder, 40)
+    current = rack.pad(40).current
+    try:
+        rig.send(cc(lock, 127))
+        time.sleep(0.02)
+        rig.send(note(40))
+        time.sleep(0.02)
+        rig.send(cc(lock, 0))
+        wait_for(lambda: rack.pad(40).locked_seed is not None, 10, "the seed locked")
+        assert rack.pad(40).locked_seed == current.seed
+        audio, _ = hit_and_record(rig, recorder, 40)  # "new on every hit", but locked: the same sound
+        assert rack.pad(40).current.path == current.path
+        assert matching(audio[onset(audio):], current.audio[onset(current.audio):] * MASTER) > 0.9
+        steps = next(e for e in rack.config["params"] if e["param"] == "steps")
+        rig.send(cc(steps["number"], 127))  # the steps knob to its top: the locked pad re-renders
+        wait_for(lambda: rack.pad(40).current.path != current.path, 30, "the re-render")
+        again = rack.pad(40).current
+        assert again.seed == current.seed and rig.engine.get_param("steps") == steps["high"]
+        assert not np.array_equal(again.audio, current.audio)  # same seed, other steps: another render
+    finally:
+        rig.send(cc(next(e for e in rack.config["params"] if e["param"] == "steps")["number"], 0))
+        wait_for(lambda: rig.engine.get_param("steps") == 4, 10, "steps back down")
+        rig.engine.set_param("steps", 3)
+        if rack.pad(40).locked_seed is not None:
+            rig.send(cc(lock, 127))
+            rig.send(note(40))
+            rig.send(cc(lock, 0))
+            wait_for(lambda: rack.pad(40).locked_seed is None, 10, "unlocked")
 
 
 def test_an_unplugged_midi_controller_is_reported_and_reconnected(jack_server):
