@@ -1,12 +1,15 @@
 """The live rig: MIDI pads in, the pad rack, the mixer and the audio output, wired to the engine.
 
 ``attach_live(engine, folder, midi_port=..., audio_device=...)`` builds and starts it. A missing
-audio device or MIDI port never stops the companion: audio stays off (``reopen_audio`` tries
-again), and the MIDI input waits for its port and reconnects by itself.
+audio device or MIDI port never stops the companion: audio stays off until the device is back (it is
+looked for every 2 s and re-opened by itself; ``reopen_audio`` tries at once), and the MIDI input
+waits for its port and reconnects by itself. The audio stream runs in its own process by default
+(``process=False``: in this one), so generating never starves the audio callback of the GIL.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -18,6 +21,7 @@ from companion.folder import SampleFolder
 from companion.midi_in import VIRTUAL_NAME, MidiInput
 from companion.mixer import Mixer
 from companion.padrack import PadRack
+from models.errors import DDError
 
 log = logging.getLogger("dd.live")
 
@@ -34,22 +38,56 @@ class LiveRig:
                  audio_device: str | None = None, rate: int | None = None, blocksize: int = 0,
                  latency: float | str = "low", polyphony: int = 32, master_gain: float = 1.0,
                  pads: Mapping[str, Any] | None = None, midi: bool = True, virtual_name: str = VIRTUAL_NAME,
-                 poll_interval: float = 1.0, on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 poll_interval: float = 1.0, on_event: Callable[[str, dict[str, Any]], None] | None = None,
+                 process: bool = True, audio_poll_interval: float = 2.0) -> None:
         self.engine = engine
         self.folder = folder or engine.folder
         self._on_event = on_event or (lambda kind, info: None)
-        self.rack = PadRack(engine, pads, on_event=self._on_event)
-        self.audio = AudioOut(self._make_mixer, audio_device, rate=rate, blocksize=blocksize, latency=latency,
-                              on_state=lambda state, detail: self._on_event(f"audio_{state}", {"detail": detail}))
-        self._polyphony, self._master = polyphony, master_gain
+        self.rack = PadRack(engine, pads, on_event=self._rack_event)
+        self.audio = AudioOut(functools.partial(Mixer, polyphony=polyphony, master_gain=master_gain), audio_device,
+                              rate=rate, blocksize=blocksize, latency=latency, on_state=self._audio_state,
+                              process=process, poll_interval=audio_poll_interval)
         self.midi = MidiInput(midi_port, self.rack.handle, channel=None, virtual_name=virtual_name,
                               poll_interval=poll_interval,
                               on_state=lambda state, detail: self._on_event(f"midi_{state}", {"detail": detail}))
         self._midi_enabled = midi
         self.started = False
 
-    def _make_mixer(self, channels: int, rate: int) -> Mixer:
-        return Mixer(channels, rate, polyphony=self._polyphony, master_gain=self._master)
+    def _audio_state(self, state: str, detail: str) -> None:
+        """Any thread: audio came (back) or went: the pads play into the new mixer, or nowhere."""
+        self.rack.attach_output(self.audio.mixer if state == "open" else None)
+        if state == "open":
+            self._preload(self.audio.mixer)
+        self._on_event(f"audio_{state}", {"detail": detail})
+
+    def _rack_event(self, kind: str, info: dict[str, Any]) -> None:
+        """A pad's new sample goes to the audio process now, not at its first hit."""
+        if kind == "loaded":
+            mixer = self.mixer
+            if mixer is not None:
+                try:
+                    pad = self.rack.pad(info["note"])
+                    sample = pad.stock[-1] if info.get("use") == "stock" and pad.stock else pad.current
+                    if sample is not None and sample.audio.shape[1] == mixer.channels:
+                        mixer.load(sample.audio)
+                except (DDError, IndexError):
+                    pass
+        self._on_event(kind, info)
+
+    def _preload(self, mixer: Any) -> None:
+        if mixer is None:
+            return
+        for pad in self.rack.pads():
+            try:
+                samples = [pad.current, *list(pad.stock)]
+            except RuntimeError:  # the rack's worker changed the stock meanwhile: its events load those
+                samples = [pad.current]
+            for sample in samples:
+                if sample is not None and sample.audio.shape[1] == mixer.channels:
+                    try:
+                        mixer.load(sample.audio)
+                    except DDError:
+                        pass
 
     @property
     def mixer(self) -> Mixer | None:

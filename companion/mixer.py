@@ -49,7 +49,7 @@ class Mixer:
         self.channels, self.rate, self.polyphony = channels, rate, polyphony
         self.fade_frames = max(1, int(rate * fade_ms / 1000.0))
         self.threshold = float(limit_threshold)
-        self.master_gain = _gain(master_gain, "master gain")
+        self.master_gain = check_gain(master_gain, "master gain")
         self.underruns = 0  # counted by the audio output's callback
         self.dropped = 0  # commands refused because the ring was full
         self.limited_blocks = 0  # blocks the soft limiter touched
@@ -93,20 +93,19 @@ class Mixer:
     def play(self, buffer: np.ndarray, gain: float = 1.0, *, group: int = 0, cuts: int = 0, pad: int = 0) -> bool:
         """Start ``buffer`` at ``gain``; it belongs to choke ``group`` (0 = none) and first fades out
         every voice whose group bit is set in ``cuts``. False when the command ring was full."""
-        if not isinstance(buffer, np.ndarray) or buffer.dtype != np.float32 or buffer.ndim != 2 \
-                or buffer.shape[1] != self.channels or not buffer.flags.c_contiguous:
-            shape = getattr(buffer, "shape", None)
-            raise MixerError(f"a voice must be a C-contiguous float32 [frames, {self.channels}] array, "
-                             f"got {type(buffer).__name__} {shape} {getattr(buffer, 'dtype', '')}")
-        if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group <= MAX_GROUPS:
-            raise MixerError(f"choke group must be an integer in 0..{MAX_GROUPS}, got {group!r}")
-        gain = _gain(gain, "voice gain")
+        gain = check_voice(buffer, self.channels, gain, group)
         with self._producer:
             handle = self._register(buffer)
             if handle < 0:
                 self.dropped += 1
                 return False
             return self._push(PLAY, handle, gain, group, int(cuts), pad)
+
+    def load(self, buffer: np.ndarray) -> bool:
+        """Get ``buffer`` ready to play (here: only checked; a :class:`~companion.audio_proc.MixerProxy`
+        shares it with the audio process ahead of its first hit)."""
+        check_voice(buffer, self.channels, 1.0, 0)
+        return True
 
     def choke(self, cuts: int) -> bool:
         """Fade out every voice whose choke group bit is set in ``cuts``."""
@@ -119,7 +118,7 @@ class Mixer:
             return self._push(STOP_ALL, 0, 0.0, 0, 0, 0)
 
     def set_master_gain(self, gain: float) -> bool:
-        gain = _gain(gain, "master gain")
+        gain = check_gain(gain, "master gain")
         with self._producer:
             return self._push(MASTER, 0, gain, 0, 0, 0)
 
@@ -279,7 +278,19 @@ class Mixer:
         np.subtract(mix, a, out=mix)
 
 
-def _gain(value: float, what: str) -> float:
+def check_voice(buffer: np.ndarray, channels: int, gain: float, group: int) -> float:
+    """Refuse what :meth:`Mixer.play` cannot take (naming what is allowed); the gain as a float."""
+    if not isinstance(buffer, np.ndarray) or buffer.dtype != np.float32 or buffer.ndim != 2 \
+            or buffer.shape[1] != channels or not buffer.flags.c_contiguous:
+        shape = getattr(buffer, "shape", None)
+        raise MixerError(f"a voice must be a C-contiguous float32 [frames, {channels}] array, "
+                         f"got {type(buffer).__name__} {shape} {getattr(buffer, 'dtype', '')}")
+    if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group <= MAX_GROUPS:
+        raise MixerError(f"choke group must be an integer in 0..{MAX_GROUPS}, got {group!r}")
+    return check_gain(gain, "voice gain")
+
+
+def check_gain(value: float, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 4.0:
         raise MixerError(f"{what} must be a number in 0..4, got {value!r}")
     return float(value)
