@@ -12,6 +12,7 @@ from models.errors import ConfigError, LengthError
 HARMONAI_C_MULTS: tuple[int, ...] = (128, 128, 256, 256) + (512,) * 10
 TIME_FEATURES = 16  # the Fourier time features concatenated to the input (8 frequencies, cos and sin)
 CLASS_FEATURES = 16  # width of the learned per-category embedding, when the model has categories
+PATCHES = (1, 2, 4, 8, 16)  # allowed patch sizes (the project's own models; Harmonai's are all 1)
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ModelConfig:
     depth: int = 14
     c_mults: tuple[int, ...] = HARMONAI_C_MULTS
     n_attn_layers: int = 4
+    patch: int = 1  # samples folded into channels before the first level (1 = the original network)
     categories: tuple[str, ...] = ()
     license: str = ""
     notes: str = ""
@@ -53,6 +55,8 @@ class ModelConfig:
             raise ConfigError(f"channels must be 1 (mono) or 2 (stereo), got {self.channels}")
         if not 8000 <= self.sample_rate <= 192000:
             raise ConfigError(f"sample_rate must be in 8000..192000 Hz, got {self.sample_rate}")
+        if self.patch not in PATCHES:
+            raise ConfigError(f"patch must be one of {', '.join(map(str, PATCHES))}, got {self.patch}")
         if self.n_attn_layers < 0:
             raise ConfigError(f"n_attn_layers must be >= 0, got {self.n_attn_layers}")
         if self.sample_size % self.factor or self.sample_size < self.min_length:
@@ -66,8 +70,8 @@ class ModelConfig:
     # --- derived facts -------------------------------------------------------------------------
     @property
     def factor(self) -> int:
-        """Lengths must be a multiple of this (one factor of two per down-sampling stage)."""
-        return 2 ** (self.depth - 1)
+        """Lengths must be a multiple of this (the patch, then one factor of two per down-sampling stage)."""
+        return 2 ** (self.depth - 1) * self.patch
 
     @property
     def min_length(self) -> int:
@@ -87,7 +91,12 @@ class ModelConfig:
 
     @property
     def in_channels(self) -> int:
-        return self.channels + TIME_FEATURES + (CLASS_FEATURES if self.categories else 0)
+        return self.io_channels + TIME_FEATURES + (CLASS_FEATURES if self.categories else 0)
+
+    @property
+    def io_channels(self) -> int:
+        """Channels of the network's signal input and output: the audio channels times the patch."""
+        return self.channels * self.patch
 
     @property
     def seconds(self) -> float:

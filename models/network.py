@@ -5,6 +5,11 @@ Module names follow Harmonai's sample-generator so that an original ``state_dict
 the output: the fixed cubic resampling kernels run as depthwise convolutions instead of dense
 C x C convolutions with only the diagonal set (about 11% of the FLOPs of the full network), and
 attention uses ``scaled_dot_product_attention``.
+
+One addition, off for every Harmonai checkpoint: ``config.patch`` = p > 1 folds each run of p samples
+into p channels before the first level and unfolds the output the same way (a 1-D pixel shuffle). The
+U-Net then runs on 1/p of the positions with wider channels, which on a CPU buys far more capacity
+per millisecond than narrow channels at the full sample rate; the project's default model uses it.
 """
 
 from __future__ import annotations
@@ -156,7 +161,7 @@ class DiffusionAttnUnet1D(nn.Module):
         self.timestep_embed = FourierFeatures(TIME_FEATURES)
         if config.categories:
             self.class_embed = nn.Embedding(len(config.categories), CLASS_FEATURES)
-        depth, c_mults, io = config.depth, config.c_mults, config.channels
+        depth, c_mults, io = config.depth, config.c_mults, config.io_channels
         block: nn.Module = nn.Identity()
         for i in range(depth, 0, -1):
             c = c_mults[i - 1]
@@ -197,6 +202,15 @@ class DiffusionAttnUnet1D(nn.Module):
                 p.mul_(0.5)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        patch = self.config.patch
+        if patch == 1:
+            return self._unet(x, t, labels)
+        n, c, length = x.shape  # fold every run of `patch` samples into channels, and back
+        folded = x.reshape(n, c, length // patch, patch).transpose(2, 3).reshape(n, c * patch, length // patch)
+        out = self._unet(folded, t, labels)
+        return out.reshape(n, c, patch, length // patch).transpose(2, 3).reshape(n, c, length)
+
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         n, _, length = x.shape
         planes = [x, self.timestep_embed(t.to(x.dtype)).to(x.dtype)[:, :, None].expand(n, -1, length)]
         if self.config.categories:

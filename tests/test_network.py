@@ -66,3 +66,36 @@ def test_config_validation_names_bad_values():
     assert ModelConfig.from_json(config.to_json()) == config
     with pytest.raises(ConfigError, match="unknown model config keys"):
         ModelConfig.from_dict({**config.to_dict(), "bogus": 1})
+
+
+def test_a_patched_network_folds_samples_into_channels_and_back():
+    """patch = p: every p consecutive samples become p channels of one position, and the output unfolds
+    the same way, so sample k of the output is computed at position k // p."""
+    torch.manual_seed(0)
+    config = tiny_config(patch=4, categories=("kick", "hat"))
+    assert config.factor == 4 * 2 ** (config.depth - 1) and config.io_channels == 8
+    model = DiffusionAttnUnet1D(config).eval()
+    assert model.net[0].main[0].weight.shape[1] == config.in_channels == 8 + 16 + 16
+    x = torch.randn(2, 2, config.sample_size)
+    t, labels = torch.rand(2), torch.tensor([0, 1])
+    with torch.no_grad():
+        out = model(x, t, labels)
+        assert out.shape == x.shape
+        plain = model._unet(x.reshape(2, 2, -1, 4).transpose(2, 3).reshape(2, 8, -1), t, labels)
+    # the first output sample is channel 0 at position 0; the second is channel 1 (the next sample)
+    assert torch.allclose(out[:, 0, 0], plain[:, 0, 0]) and torch.allclose(out[:, 0, 1], plain[:, 1, 0])
+    assert torch.allclose(out[:, 1, 4], plain[:, 4, 1])
+    with pytest.raises(ConfigError, match="patch must be one of"):
+        tiny_config(patch=3)
+
+
+def test_a_patched_model_round_trips_through_its_file(tmp_path):
+    from models.checkpoints import load_model, save_model
+
+    torch.manual_seed(1)
+    model = DiffusionAttnUnet1D(tiny_config(patch=8)).eval()
+    loaded, _ = load_model(save_model(model, tmp_path / "p.safetensors"))
+    assert loaded.config.patch == 8
+    x, t = torch.randn(1, 2, model.config.sample_size), torch.rand(1)
+    with torch.no_grad():
+        assert torch.equal(model(x, t), loaded(x, t))

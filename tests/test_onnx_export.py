@@ -167,3 +167,18 @@ def test_dynamo_exporter_gives_the_same_graph_semantics(tmp_path, precision):
                          precision=precision)
     assert report.exporter == "dynamo"
     assert report.max_abs_diff < (1e-5 if precision == "fp32" else 5e-3)
+
+
+def test_a_patched_model_exports_and_matches_torch(tmp_path):
+    model = tiny_model(seed=3, patch=4, categories=CATEGORIES)
+    report = export_onnx(model, tmp_path / "patched.onnx")
+    assert report.max_abs_diff < 1e-4
+    session = ort.InferenceSession(str(tmp_path / "patched.onnx"), providers=["CPUExecutionProvider"])
+    length = model.config.factor * 5  # a length the export check did not use
+    x = np.random.default_rng(0).standard_normal((1, 2, length)).astype(np.float32)
+    t, labels = np.array([0.3], np.float32), np.array([2], np.int64)
+    names = [i.name for i in session.get_inputs()]
+    got = session.run(None, dict(zip(names, (x, t, labels), strict=True)))[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(labels)).numpy()
+    assert np.abs(got - want).max() < 1e-4
