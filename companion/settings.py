@@ -8,7 +8,7 @@ silently ignored. Optional keys (``reply_port``, ``model``, ``rate``, ``steps``,
 simply not written. Every key is a plain value except ``pads``, the live pad rack's configuration
 (:mod:`companion.padmap`), which the TOML file holds as a ``[pads]`` section.
 
-The last eight keys (:data:`PARAM_KEYS`) are also the engine's live parameters (``/dd/set``).
+The keys of :class:`Params` (:data:`PARAM_KEYS`) are also the engine's live parameters (``/dd/set``).
 """
 
 from __future__ import annotations
@@ -110,8 +110,9 @@ class Params:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Every setting of ``dd-companion serve``; build changed copies with :meth:`updated`."""
+class Settings(Params):
+    """Every setting of ``dd-companion serve`` (the engine's :class:`Params` and the rest); build changed
+    copies with :meth:`updated`."""
 
     folder: str = ""
     osc_host: str = "127.0.0.1"
@@ -127,14 +128,6 @@ class Settings:
     max_per_category: int = 0
     pool_categories: tuple[str, ...] = ()
     queue_limit: int = 16
-    steps: int | None = None
-    sampler: str = DEFAULT_SAMPLER
-    strength: float = 0.5
-    seconds: float | None = None
-    pool_size: int = 2
-    batch_size: int = 0
-    seed: int = -1
-    audition: int = 0
     live: int = 0
     midi_port: str | None = None
     audio_device: str | None = None
