@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from export.providers import ProviderChoice, choose_provider, create_session
-from models.backend import Denoiser
+from models.backend import Denoiser, describe_common
 from models.config import ModelConfig
 from models.errors import CheckpointError, ConfigError, DDError, LengthError
 from models.known_models import file_sha256
@@ -162,18 +162,9 @@ class OrtBackend:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.config.name,
-            "backend": self.kind,
-            "device": self.device,
+            **describe_common(self),
             "provider": self.provider.provider,
             "provider_note": self.provider.note,
             "precision": self.metadata.get("precision", "fp32"),
-            "sample_rate": self.config.sample_rate,
-            "sample_size": self.config.sample_size,
-            "channels": self.config.channels,
-            "categories": list(self.config.categories),
             "threads": self.session.get_session_options().intra_op_num_threads,
-            "hash": self.model_hash[:16],
-            "source": self.source,
-            "notes": self.config.notes,
         }

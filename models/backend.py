@@ -35,6 +35,23 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+def describe_common(backend: Backend) -> dict[str, Any]:
+    """What every backend's ``describe()`` starts with: the model, the runtime and the weights."""
+    config = backend.config
+    return {
+        "name": config.name,
+        "backend": backend.kind,
+        "device": backend.device,
+        "sample_rate": config.sample_rate,
+        "sample_size": config.sample_size,
+        "channels": config.channels,
+        "categories": list(config.categories),
+        "hash": backend.model_hash[:16],
+        "source": backend.source,
+        "notes": config.notes,
+    }
+
+
 def available_backends() -> list[str]:
     return [name for name in ("torch", "onnxruntime") if importlib.util.find_spec(name) is not None]
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.backend import Denoiser
+from models.backend import Denoiser, describe_common
 from models.checkpoints import LoadedWeights, build_model, load_weights
 from models.config import ModelConfig
 from models.errors import ConfigError
@@ -94,16 +94,7 @@ class TorchBackend:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.config.name,
-            "backend": self.kind,
-            "device": self.device,
+            **describe_common(self),
             "precision": str(self.dtype).removeprefix("torch."),
-            "sample_rate": self.config.sample_rate,
-            "sample_size": self.config.sample_size,
-            "channels": self.config.channels,
-            "categories": list(self.config.categories),
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "hash": self.model_hash[:16],
-            "source": self.source,
-            "notes": self.config.notes,
         }
