@@ -81,3 +81,28 @@ def test_a_missing_device_is_a_clear_error_and_audio_stays_off(alsa_capture):
         assert out.reopen() is not None and out.error is None  # re-opens when asked
     finally:
         out.close()
+
+
+def test_the_audio_process_plays_bit_exact_too(alsa_capture, tmp_path, monkeypatch):
+    import functools
+
+    from companion.audio_out import AudioOut
+    from companion.mixer import Mixer
+
+    capture = tmp_path / "capture.raw"
+    monkeypatch.setenv("DD_CAPTURE_RAW", str(capture))  # the audio process inherits it
+    out = AudioOut(functools.partial(Mixer), "ddraw", rate=48000, process=True)
+    mixer = out.open()
+    assert out.pid is not None and "ddraw" in out.describe()
+    t = np.arange(4800) / 48000
+    sound = np.ascontiguousarray(np.stack([0.3 * np.cos(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 660 * t)],
+                                          axis=1), dtype=np.float32)
+    mixer.play(sound, 1.0)
+    deadline = time.monotonic() + 10
+    while (mixer.rendered_frames < len(sound) + 48000 or mixer.active_voices()) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    out.close()  # never leave a stream open on this clockless device
+    data = np.fromfile(capture, np.float32).reshape(-1, 2)
+    start = int(np.flatnonzero(data[:, 0])[0])
+    np.testing.assert_array_equal(data[start:start + len(sound)], sound)
+    assert not data[start + len(sound):].any()

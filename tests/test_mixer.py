@@ -196,3 +196,11 @@ def test_bad_gain_and_group_are_refused():
         mixer.play(dc(), 1.0, group=40)
     with pytest.raises(MixerError, match="polyphony"):
         Mixer(polyphony=0)
+
+
+def test_load_checks_a_buffer_without_playing_it():
+    mixer = Mixer(rate=RATE)
+    assert mixer.load(dc(64))
+    assert not run(mixer, 64).any() and mixer.active_voices() == 0
+    with pytest.raises(MixerError, match=r"float32 \[frames, 2\]"):
+        mixer.load(np.zeros((10, 1), np.float32))
