@@ -1,3 +1,7 @@
+import multiprocessing
+
 from companion.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    multiprocessing.freeze_support()  # a frozen build starts the audio process through this executable
+    raise SystemExit(main())
