@@ -102,7 +102,7 @@ def run_child(args: argparse.Namespace) -> None:
               "forward_all_s": times}
     if args.e2e:
         category = backend.config.categories[0] if backend.config.categories else None
-        options = SamplingOptions().resolved()
+        options = SamplingOptions().resolved(backend.config)
         started = time.perf_counter()
         audio = generate(backend, [1234], category=category, length=x.shape[-1], options=options)
         result.update(e2e_s=time.perf_counter() - started, sampler=options.sampler, steps=options.steps)

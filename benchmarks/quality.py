@@ -75,7 +75,7 @@ def main() -> None:
         raise SystemExit(f"categories {unknown} are not synthesizer categories; this benchmark compares to the synth")
     length, rate, n = config.sample_size, config.sample_rate, args.per_category
     options = SamplingOptions(**{k: v for k, v in (("sampler", args.sampler), ("steps", args.steps)) if v})
-    options = options.resolved()
+    options = options.resolved(config)
     print(f"model {config.name} ({backend.kind}/{backend.device}), {options.sampler} x {options.steps} steps, "
           f"{n} per category, {length} samples at {rate} Hz")
 

@@ -50,8 +50,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=sorted(SAMPLERS),
-                   help=f"sampler (default {DEFAULT_SAMPLER})")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS),
+                   help=f"sampler (default: the model's recommended one, else {DEFAULT_SAMPLER})")
     p.add_argument("--steps", type=int, help="sampler steps (default: the sampler's own)")
     p.add_argument("--schedule", choices=sorted(SCHEDULES), help="noise schedule (default: the sampler's own)")
     p.add_argument("--eta", type=float, help="noise amount for v-ddim / dpmpp-2m-sde")
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         config.category_index(args.category)
     folder = SampleFolder(args.out, rate=args.rate, subtype="FLOAT" if args.format == "float" else "PCM_24")
     folder.cleanup_stale_temporaries()
-    options = SamplingOptions(args.sampler, args.steps, args.schedule, args.eta).resolved()
+    options = SamplingOptions(args.sampler, args.steps, args.schedule, args.eta).resolved(config)
     length = None if args.seconds is None else config.length_for_seconds(args.seconds)
     recipe_base: dict[str, Any] = {
         "model": config.name, "model_hash": backend.model_hash, "backend": backend.kind,

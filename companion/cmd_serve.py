@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="most samples per batch (default 0 = auto: 1 on CPU, 4 on GPU)")
     p.add_argument("--queue-limit", type=int, help="most live jobs queued or running (default 16)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the sampler's own)")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"sampler (default {DEFAULT_SAMPLER})")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"sampler (default: the model's recommended one, else {DEFAULT_SAMPLER})")
     p.add_argument("--seconds", type=float, help="length of new samples (default: the model's window)")
     p.add_argument("--seed", type=int, help="seed when a request names none (default -1 = random)")
     p.add_argument("--midi", dest="midi_port", metavar="PORT", help="MIDI input port (name prefix; implies "

@@ -137,6 +137,8 @@ class ModelFacts:
     runtime: str  # e.g. torch-cpu, torch-cuda, onnxruntime-cpu
     gpu: bool
     length_for_seconds: Callable[[float], int] = field(repr=False, compare=False)
+    sampler: str | None = None  # the model's recommended sampler and steps (None: the companion's defaults)
+    steps: int | None = None
 
     @classmethod
     def of(cls, backend: Backend) -> ModelFacts:
@@ -144,7 +146,7 @@ class ModelFacts:
         device = str(backend.device).split(":")[0]
         return cls(config.name, tuple(config.categories), config.sample_rate, config.sample_size,
                    config.channels, backend.model_hash, f"{backend.kind}-{device}", device in ("cuda", "mps"),
-                   config.length_for_seconds)
+                   config.length_for_seconds, config.sampler, config.steps)
 
     @property
     def seconds(self) -> float:

@@ -3,7 +3,7 @@
 The file is ``user_config_dir("dd-companion")/settings.toml`` unless ``--config`` names another;
 ``.toml`` files are read with :mod:`tomllib`, ``.json`` files with :mod:`json`. Keys left out keep
 their defaults; unknown keys and bad values are errors naming the key and what is allowed, never
-silently ignored. Optional keys (``reply_port``, ``model``, ``rate``, ``steps``, ``seconds``,
+silently ignored. Optional keys (``reply_port``, ``model``, ``rate``, ``steps``, ``sampler``, ``seconds``,
 ``midi_port``, ``audio_device``, ``pads``) are "unset" when absent; TOML has no null, so they are
 simply not written. Every key is a plain value except ``pads``, the live pad rack's configuration
 (:mod:`companion.padmap`), which the TOML file holds as a ``[pads]`` section.
@@ -76,8 +76,10 @@ SPECS: dict[str, Spec] = {
                              0, 10**6),
     "pool_categories": Spec(list, "categories to keep pre-rendered ([] = every category of the model)"),
     "queue_limit": Spec(int, "most live jobs waiting or running; more are answered 'busy'", 1, 1024),
-    "steps": Spec(int, "diffusion steps (unset = the sampler's default)", 1, 1000, optional=True),
-    "sampler": Spec(str, "sampler name", choices=tuple(SAMPLERS)),
+    "steps": Spec(int, "diffusion steps (unset = the model's recommendation, else the sampler's default)", 1, 1000,
+                  optional=True),
+    "sampler": Spec(str, f"sampler name (unset = the model's recommended one, else {DEFAULT_SAMPLER})",
+                    choices=tuple(SAMPLERS), optional=True),
     "strength": Spec(float, "default variation strength", 0.0, 1.0, low_open=True),
     "seconds": Spec(float, "length of new samples (unset = the model's window)", 0.05, 60.0, optional=True),
     "pool_size": Spec(int, "samples kept pre-rendered per category (0 = no pool)", 0, 64),
@@ -100,7 +102,7 @@ class Params:
     """The engine's live generation parameters (a subset of :class:`Settings`)."""
 
     steps: int | None = None
-    sampler: str = DEFAULT_SAMPLER
+    sampler: str | None = None
     strength: float = 0.5
     seconds: float | None = None
     pool_size: int = 2

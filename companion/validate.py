@@ -36,7 +36,6 @@ from models.audio_io import AudioFileError
 from models.errors import ConfigError, DDError, LengthError
 from models.generate import SamplingOptions, check_seed, random_seed
 from models.registry import resolve_model
-from models.samplers import SAMPLERS
 
 _RESULT_REF = re.compile(r"^job:(\d+)(?::(\d+))?$")
 ResultLookup = Callable[[int, int], Path]
@@ -53,7 +52,7 @@ def prepare(request: Request, model: ModelFacts | None, params: Params, results:
         count = _count(request.count, "count")
         seed = request.seed if generate else None
         seeds, random = _seeds(seed, count, params)
-        options = _options(request.sampler if generate else None, request.steps if generate else None, params)
+        options = _options(request.sampler if generate else None, request.steps if generate else None, params, model)
         seconds = request.seconds if generate and request.seconds is not None else params.seconds
         return Plan("generate" if generate else "refill", Priority.LIVE if generate else Priority.BACKGROUND,
                     category=_category(model, request.category), seeds=seeds, options=options,
@@ -66,14 +65,14 @@ def prepare(request: Request, model: ModelFacts | None, params: Params, results:
             raise OutOfRangeError(f"strength must be in (0, 1], got {strength!r}")
         seeds, random = _seeds(request.seed, _count(request.count, "count"), params)
         return Plan("variation", Priority.LIVE, category=_source_category(model, request.category, source),
-                    seeds=seeds, options=_options(request.sampler, request.steps, params), sources=(source,),
+                    seeds=seeds, options=_options(request.sampler, request.steps, params, model), sources=(source,),
                     strength=float(strength), random_seeds=random)
     if isinstance(request, MorphRequest):
         frames = request.frames
         if isinstance(frames, bool) or not isinstance(frames, int) or not 2 <= frames <= MAX_FRAMES:
             raise OutOfRangeError(f"frames must be an integer in 2..{MAX_FRAMES}, got {frames!r}")
         a, b = _source(request.source_a, results), _source(request.source_b, results)
-        options = _options(None, request.steps, params)
+        options = _options(None, request.steps, params, model)
         if options.steps < 2:
             raise OutOfRangeError(f"a morph needs steps in 2..1000, got {options.steps}")
         return Plan("morph", Priority.LIVE, category=_source_category(model, request.category, a),
@@ -111,12 +110,12 @@ def _seeds(seed: int | None, count: int, params: Params) -> tuple[tuple[int, ...
     return tuple((first + k) % (2**31) for k in range(count)), False
 
 
-def _options(sampler: str | None, steps: int | None, params: Params) -> SamplingOptions:
+def _options(sampler: str | None, steps: int | None, params: Params, facts: ModelFacts | None) -> SamplingOptions:
     steps = params.steps if steps is None else steps
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000):
         raise OutOfRangeError(f"steps must be an integer in 1..1000, got {steps!r}")
     try:
-        return SamplingOptions(sampler or params.sampler, steps).resolved()
+        return SamplingOptions(sampler or params.sampler, steps).resolved(facts)
     except ConfigError as exc:
         raise RequestRejected(str(exc)) from None
 
@@ -213,8 +212,8 @@ def param_value(params: Params, name: str, model: ModelFacts | None, batch_size:
     """A live parameter as it takes effect: the sampler's steps, the model's seconds, the auto batch size."""
     if name not in PARAM_KEYS:
         raise SettingsError(f"unknown setting {name!r}; settings are: {', '.join(PARAM_KEYS)}", "unknown_param")
-    if name == "steps" and params.steps is None:
-        return SAMPLERS[params.sampler].default_steps
+    if name in ("steps", "sampler") and (params.steps is None or params.sampler is None):
+        return getattr(SamplingOptions(params.sampler, params.steps).resolved(model), name)
     if name == "seconds" and params.seconds is None:
         return round(model.seconds, 6) if model else 0.0
     if name == "batch_size":

@@ -27,9 +27,10 @@ from gui.bridge import Bridge
 from gui.pad_grid import label
 from models.generate import MAX_SEED
 from models.registry import installed_models
-from models.samplers import DEFAULT_SAMPLER, SAMPLERS
+from models.samplers import SAMPLERS
 
 ANY = "(any)"  # the category choice of an unconditional model
+MODEL_CHOICE = "(model's choice)"  # the sampler and steps the model recommends, else the defaults
 OPEN_FILE = "Open model file…"
 
 
@@ -75,9 +76,10 @@ class GenerationPanel(QWidget):
         form = QFormLayout(gen_box)
         self.category = QComboBox()
         self.sampler = QComboBox()
-        self.sampler.addItems(sorted(SAMPLERS))
-        self.sampler.setCurrentText(DEFAULT_SAMPLER)
-        self.steps = QSpinBox(minimum=0, maximum=1000, specialValueText="default")
+        self.sampler.addItem(MODEL_CHOICE, None)
+        for name in sorted(SAMPLERS):
+            self.sampler.addItem(name, name)
+        self.steps = QSpinBox(minimum=0, maximum=1000, specialValueText="model's / sampler's")
         self.seconds = QDoubleSpinBox(minimum=0.0, maximum=60.0, singleStep=0.05, decimals=2, specialValueText="model's",
                                       suffix=" s")
         self.strength = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, decimals=2, value=0.5)
@@ -188,7 +190,7 @@ class GenerationPanel(QWidget):
             "category": None if category in ("", ANY) else category,
             "count": self.count.value(),
             "seed": None if self.random_seed.isChecked() else self.seed.value(),
-            "sampler": self.sampler.currentText(),
+            "sampler": self.sampler.currentData(),
             "steps": self.steps.value() or None,
         }
 

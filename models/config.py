@@ -32,6 +32,9 @@ class ModelConfig:
     n_attn_layers: int = 4
     patch: int = 1  # samples folded into channels before the first level (1 = the original network)
     categories: tuple[str, ...] = ()
+    # how this model samples best when the user chooses nothing (None: the companion's defaults)
+    sampler: str | None = None
+    steps: int | None = None
     license: str = ""
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -64,6 +67,11 @@ class ModelConfig:
                 f"sample_size must be a multiple of {self.factor} and at least {self.min_length}, "
                 f"got {self.sample_size}"
             )
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
+                                       or not 1 <= self.steps <= 1000):
+            raise ConfigError(f"steps must be an integer in 1..1000 or null, got {self.steps!r}")
+        if self.sampler is not None and (not isinstance(self.sampler, str) or not self.sampler):
+            raise ConfigError(f"sampler must be a sampler name or null, got {self.sampler!r}")
         if len(set(self.categories)) != len(self.categories):
             raise ConfigError(f"categories must be unique, got {list(self.categories)}")
 

@@ -10,6 +10,7 @@ import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -33,27 +34,41 @@ def check_seed(seed: int) -> int:
     return int(seed)
 
 
+class Recommendation(Protocol):
+    """What a model recommends (a :class:`~models.config.ModelConfig`, or the companion's model facts)."""
+
+    sampler: str | None
+    steps: int | None
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
-    """How to sample: sampler name, steps (None = the sampler's default), schedule (None = its default), eta."""
+    """How to sample: sampler name (None = the model's recommended one, else :data:`DEFAULT_SAMPLER`),
+    steps (None = the model's recommendation for that sampler, else the sampler's default), schedule
+    (None = the sampler's default), eta."""
 
-    sampler: str = DEFAULT_SAMPLER
+    sampler: str | None = None
     steps: int | None = None
     schedule: str | None = None
     eta: float | None = None
 
-    def resolved(self) -> SamplingOptions:
-        """Fill the sampler's defaults and check every field."""
-        info = get_sampler(self.sampler)
-        steps = info.default_steps if self.steps is None else self.steps
+    def resolved(self, config: Recommendation | None = None) -> SamplingOptions:
+        """Fill the defaults (``config``'s recommendations first) and check every field."""
+        sampler = self.sampler or (config.sampler if config is not None else None) or DEFAULT_SAMPLER
+        info = get_sampler(sampler)
+        steps = self.steps
+        if steps is None and config is not None and config.steps is not None and sampler == (config.sampler or
+                                                                                               DEFAULT_SAMPLER):
+            steps = config.steps
+        steps = info.default_steps if steps is None else steps
         if not isinstance(steps, (int, np.integer)) or not 1 <= steps <= 1000:
             raise ConfigError(f"steps must be an integer in 1..1000, got {steps!r}")
         schedule = self.schedule or info.default_schedule
         make_schedule(schedule, 1)  # validates the name
         if self.eta is not None and "eta" not in info.options:
-            raise ConfigError(f"sampler '{self.sampler}' takes no eta; samplers with eta: "
+            raise ConfigError(f"sampler '{sampler}' takes no eta; samplers with eta: "
                               f"{[n for n in ('v-ddim', 'dpmpp-2m-sde')]}")
-        return replace(self, steps=int(steps), schedule=schedule)
+        return replace(self, sampler=sampler, steps=int(steps), schedule=schedule)
 
     def sampler_kwargs(self) -> dict[str, float]:
         return {} if self.eta is None else {"eta": float(self.eta)}
@@ -93,7 +108,7 @@ def generate(
         raise ConfigError("need at least one seed")
     length = config.sample_size if length is None else int(length)
     padded = config.padded_length(length)
-    opts = options.resolved()
+    opts = options.resolved(backend.config)
     rngs = _rngs(seeds)
     labels = _labels(backend, category, len(seeds))
     noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
@@ -132,7 +147,7 @@ def variation(
     padded = config.padded_length(length)
     x0 = np.zeros((len(seeds), config.channels, padded), dtype=np.float32)
     x0[:, :, :length] = source
-    opts = options.resolved()
+    opts = options.resolved(backend.config)
     steps = max(1, math.ceil(opts.steps * float(strength)))
     rngs = _rngs(seeds)
     labels = _labels(backend, category, len(seeds))

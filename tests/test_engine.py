@@ -321,6 +321,31 @@ def test_live_parameters(make_engine):
     assert engine.submit(GenerateRequest("kick", count=2)).future.result(WAIT).seeds == (42, 43)
 
 
+def test_the_loaded_models_recommendation_is_the_default_sampler_and_steps(tmp_path):
+    import torch
+
+    from models.checkpoints import save_model
+    from models.network import DiffusionAttnUnet1D
+    from models.samplers import SAMPLERS
+    from tests.reference_nets import tiny_config
+
+    torch.manual_seed(0)
+    model = save_model(DiffusionAttnUnet1D(tiny_config(categories=("kick",), sampler="v-ddim", steps=4)),
+                       tmp_path / "rec.safetensors")
+    engine = Engine(SampleFolder(tmp_path / "out"), params=Params(pool_size=0))
+    engine.load(model, device="cpu")
+    engine.start()
+    try:
+        assert (engine.get_param("sampler"), engine.get_param("steps")) == ("v-ddim", 4)
+        result = engine.submit(GenerateRequest("kick", seed=1)).future.result(WAIT)
+        recipe = json.loads(result.paths[0].with_suffix(".json").read_text())["recipe"]
+        assert (recipe["sampler"], recipe["steps"]) == ("v-ddim", 4)
+        engine.set_param("sampler", "v-iplms")  # a choice of the user's: that sampler's own default steps
+        assert engine.get_param("steps") == SAMPLERS["v-iplms"].default_steps
+    finally:
+        engine.shutdown(10)
+
+
 def test_shutdown_cancels_queued_and_running_jobs(make_engine, tmp_path):
     engine = make_engine(delay=0.01)
     jobs = [engine.submit(GenerateRequest("kick", steps=300)) for _ in range(3)]

@@ -82,3 +82,36 @@ def test_morph_endpoints_reconstruct_sources(backend):
     assert np.abs(frames[-1] - b).mean() < 0.25 * np.abs(a - b).mean()
     with pytest.raises(ConfigError, match="frames must be an integer in 2..64"):
         morph(backend, a, b, 1, category="kick")
+
+
+def test_the_models_recommended_sampler_and_steps_apply_when_nothing_is_chosen():
+    from models.samplers import DEFAULT_SAMPLER, SAMPLERS
+    from tests.reference_nets import tiny_config
+
+    plain = tiny_config()
+    assert SamplingOptions().resolved(plain).sampler == DEFAULT_SAMPLER
+    assert SamplingOptions().resolved(plain).steps == SAMPLERS[DEFAULT_SAMPLER].default_steps
+    fast = tiny_config(sampler="dpmpp-2m", steps=8)
+    assert (SamplingOptions().resolved(fast).sampler, SamplingOptions().resolved(fast).steps) == ("dpmpp-2m", 8)
+    assert SamplingOptions(steps=12).resolved(fast).steps == 12  # the user's steps win
+    chosen = SamplingOptions("v-iplms").resolved(fast)  # another sampler: its own default steps, not the 8
+    assert (chosen.sampler, chosen.steps) == ("v-iplms", SAMPLERS["v-iplms"].default_steps)
+    with pytest.raises(ConfigError, match="steps must be an integer"):
+        tiny_config(steps=0)
+
+
+def test_a_model_with_a_recommendation_generates_with_it(tmp_path):
+    import torch
+
+    from models.backend import load_backend
+    from models.checkpoints import save_model
+    from models.network import DiffusionAttnUnet1D
+    from tests.reference_nets import tiny_config
+
+    torch.manual_seed(0)
+    path = save_model(DiffusionAttnUnet1D(tiny_config(sampler="v-ddim", steps=3)), tmp_path / "rec.safetensors")
+    backend = load_backend(path, backend="torch")
+    assert (backend.config.sampler, backend.config.steps) == ("v-ddim", 3)
+    calls = []
+    generate(backend, [1], progress=lambda step, steps: calls.append(steps))
+    assert calls and calls[-1] == 3

@@ -13,7 +13,6 @@ from companion import settings as settings_mod
 from companion.cli import build_parser
 from companion.padmap import default_config
 from companion.settings import Settings, SettingsError, check_setting, load_settings, save_settings, to_toml
-from models.samplers import DEFAULT_SAMPLER
 
 
 def serve_args(*argv):
@@ -31,7 +30,7 @@ def test_defaults_when_no_file_exists(config_dir):
     settings = load_settings()
     assert settings == Settings()
     assert settings.osc_host == "127.0.0.1" and settings.osc_port == 9000 and settings.pool_size == 2
-    assert settings.params().sampler == DEFAULT_SAMPLER and settings.params().steps is None
+    assert settings.params().sampler is None and settings.params().steps is None  # the model's choice
 
 
 def test_toml_file_is_read_and_flags_override_it(config_dir):
@@ -102,8 +101,9 @@ def test_bad_flags_and_missing_explicit_config(tmp_path):
 
 def test_check_setting_allows_unset_optional_keys_only():
     assert check_setting("steps", None) is None and check_setting("seconds", 2) == 2.0
-    with pytest.raises(SettingsError, match="sampler must be set"):
-        check_setting("sampler", None)
+    assert check_setting("sampler", None) is None  # unset: the model's recommendation
+    with pytest.raises(SettingsError, match="format must be set"):
+        check_setting("format", None)
     with pytest.raises(SettingsError, match="seconds must be a finite number"):
         check_setting("seconds", float("nan"))
     assert to_toml({"a": True, "b": [], "c": 1.0}).endswith("a = true\nb = []\nc = 1.0\n")
