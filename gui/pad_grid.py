@@ -191,19 +191,28 @@ class PadGrid(QWidget):
         super().__init__(parent)
         self.bridge = bridge
         self.pads: dict[int, PadWidget] = {}
-        layout = QGridLayout(self)
-        layout.setSpacing(6)
-        notes = bridge.pad_notes()
+        self._layout = QGridLayout(self)
+        self._layout.setSpacing(6)
+        self.rebuild()
+        bridge.pad_changed.connect(self.refresh)
+        bridge.pads_reset.connect(self.refresh_all)
+        bridge.pad_played.connect(lambda note, _velocity: self._light(note))
+        bridge.learned.connect(lambda binding: self.rebuild() if binding["target"].startswith("pad:") else None)
+
+    def rebuild(self) -> None:
+        """One widget per pad, in note order (MIDI learn may have moved a pad to another note)."""
+        for pad in self.pads.values():
+            self._layout.removeWidget(pad)
+            pad.deleteLater()
+        self.pads = {}
+        notes = self.bridge.pad_notes()
         rows = max(1, (len(notes) + 3) // 4)
         for i, note in enumerate(notes):
             pad = PadWidget(note, self)
             pad.play_requested.connect(self._play)
-            pad.action_requested.connect(bridge.pad_action)
-            layout.addWidget(pad, rows - 1 - i // 4, i % 4)
+            pad.action_requested.connect(self.bridge.pad_action)
+            self._layout.addWidget(pad, rows - 1 - i // 4, i % 4)
             self.pads[note] = pad
-        bridge.pad_changed.connect(self.refresh)
-        bridge.pads_reset.connect(self.refresh_all)
-        bridge.pad_played.connect(lambda note, _velocity: self._light(note))
         self.refresh_all()
 
     def _play(self, note: int) -> None:

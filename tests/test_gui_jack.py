@@ -156,3 +156,16 @@ def test_midi_learn_from_the_settings_panel_binds_the_next_cc(jwindow, qtbot):
 
     saved = load_settings(jwindow.bridge.settings_file, must_exist=True)
     assert saved.pads["modifiers"]["variation"] == {"type": "cc", "number": 21}  # it survives a restart
+
+
+def test_learning_a_new_note_for_a_pad_moves_it_in_the_grid(jwindow, qtbot):
+    import mido
+
+    panel, grid = jwindow.settings_panel, jwindow.pads
+    panel.learn_target.setCurrentIndex(panel.learn_target.findData("pad:51"))
+    panel.learn_button.click()
+    jwindow.send(mido.Message("note_on", note=60, velocity=100, channel=9))
+    qtbot.waitUntil(lambda: 60 in grid.pads, timeout=5000)
+    assert 51 not in grid.pads and grid.pads[60].view.category == "open_hat" and len(grid.pads) == 16
+    jwindow.send(mido.Message("note_on", note=60, velocity=100, channel=9))  # the pad now answers note 60
+    qtbot.waitUntil(lambda: grid.pads[60].lit, timeout=5000)
