@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QApplication, QGridLayout, QMenu, QSizePolicy, QWi
 
 from gui.bridge import Bridge, PadView
 from gui.waveform import paint_peaks, peaks
+from models.errors import DDError
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 STATE_COLOURS = {
@@ -224,7 +225,11 @@ class PadGrid(QWidget):
 
     def refresh(self, note: int) -> None:
         if note in self.pads:
-            self.pads[note].show_view(self.bridge.pad_view(note))
+            try:
+                view = self.bridge.pad_view(note)
+            except DDError:  # the pad moved to another note a moment ago; the rebuild follows
+                return
+            self.pads[note].show_view(view)
 
     def refresh_all(self) -> None:
         for note in self.pads:
