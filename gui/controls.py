@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from companion.cmd_models import describe_file
-from gui.bridge import Bridge
+from gui.bridge import Bridge, JobView
 from gui.pad_grid import label
 from models.generate import MAX_SEED
 from models.registry import installed_models
@@ -130,6 +130,11 @@ class GenerationPanel(QWidget):
         self.refresh_models()
         self.model.activated.connect(self._model_chosen)
         bridge.model_changed.connect(lambda _facts: self.refresh_models())
+        bridge.job_changed.connect(self._load_failed)
+
+    def _load_failed(self, view: JobView) -> None:
+        if view.kind == "load" and view.event == "error":
+            self.refresh_models()  # back to the model still loaded (the error is in the status bar)
 
     # ------------------------------------------------------------------ model
 

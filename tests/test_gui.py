@@ -167,6 +167,7 @@ def test_a_bad_model_file_shows_an_error_and_the_previous_model_stays(window, qt
     assert window.controls.load_model(bad) is not None
     qtbot.waitUntil(lambda: "broken.safetensors" in window.error_label.text(), timeout=30_000)
     assert window.bridge.model().name == "tiny"
+    assert window.controls.model.currentText() == "tiny" and "loading" not in window.controls.model_info.text()
     assert window.isVisible()
     assert window.controls.generate() is not None  # and it still works
 
