@@ -32,6 +32,17 @@ def application(offscreen: bool = False) -> QApplication:
     return app  # type: ignore[return-value]
 
 
+def report_unexpected_errors(bridge: Bridge) -> None:
+    """An exception escaping a slot (a bug) becomes a readable message in the window, with its traceback
+    in the log, instead of only a traceback on a terminal the user may not see."""
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        log.error("unexpected error in the window", exc_info=(kind, value, tb))
+        bridge.report(f"unexpected error: {kind.__name__}: {value} (the log has the details)")
+
+    sys.excepthook = hook
+
+
 def pads_ready(bridge: Bridge) -> bool:
     """Every pad that can render shows a sample."""
     views = [bridge.pad_view(n) for n in bridge.pad_notes()]
@@ -60,6 +71,7 @@ def run(companion: Any, settings_file: Path | None = None, *, screenshot: Path |
     """Run the window on ``companion`` (a :class:`companion.cmd_serve.Companion`) until it closes."""
     app = application(offscreen=screenshot is not None)
     bridge = Bridge(companion, settings_file, keep=keep)
+    report_unexpected_errors(bridge)
     bridge.start()
     window = MainWindow(bridge)
     window.show()

@@ -254,3 +254,21 @@ def test_make_run_falls_back_to_serve_without_a_display(tmp_path, tiny_model):
     text = "".join(lines)
     assert "no display" in text and "headless" in text, text
     assert "dd-companion serve: ready" in text
+
+
+def test_an_exception_in_a_slot_becomes_a_readable_message(window, qtbot, monkeypatch):
+    from gui.app import report_unexpected_errors
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
+    report_unexpected_errors(window.bridge)
+
+    def broken(_view):
+        raise RuntimeError("a bug in a slot")
+
+    window.bridge.job_changed.connect(broken)
+    try:
+        window.controls.generate()
+        qtbot.waitUntil(lambda: "a bug in a slot" in window.error_label.text(), timeout=10_000)
+    finally:
+        window.bridge.job_changed.disconnect(broken)
+    assert "RuntimeError" in window.error_label.text() and window.isVisible()
