@@ -108,6 +108,7 @@ class TrainOptions:
     accum: int = 1
     lr: float = 4e-5  # Harmonai's value; right for fine-tunes (see models/default_recipe.py for scratch)
     lr_warmup: int = 0  # linear warm-up steps
+    lr_drops: tuple[tuple[int, float], ...] = ()  # (step, lr) pairs: from that step on, train at that lr
     ema_decay: float = 0.995
     ema_warmup: int = 500  # steps with EMA decay 0.95 (upstream: the first 25 epochs)
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
@@ -139,6 +140,13 @@ class TrainOptions:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
         if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
             raise ConfigError(f"lr must be in (0, 1], got {self.lr}")
+        drops = tuple((int(s), float(v)) for s, v in self.lr_drops) if all(
+            isinstance(d, list | tuple) and len(d) == 2 for d in self.lr_drops) else None
+        if drops is None or any(s < 0 or not (math.isfinite(v) and 0 < v <= 1) for s, v in drops) \
+                or [s for s, _ in drops] != sorted({s for s, _ in drops}):
+            raise ConfigError(f"lr_drops must be (step, lr) pairs with rising steps >= 0 and lr in (0, 1], "
+                              f"got {self.lr_drops!r}")
+        object.__setattr__(self, "lr_drops", drops)
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
@@ -325,7 +333,11 @@ class Trainer:
     def _lr(self, step: int) -> float:
         if self.options.lr_warmup and step < self.options.lr_warmup:
             return self.options.lr * (step + 1) / self.options.lr_warmup
-        return self.options.lr
+        lr = self.options.lr
+        for start, dropped in self.options.lr_drops:
+            if step >= start:
+                lr = dropped
+        return lr
 
     def loss_on(self, micro: int) -> torch.Tensor:
         """The v-objective on micro-batch ``micro`` (items ``micro * batch_size`` onward)."""

@@ -284,3 +284,17 @@ def test_option_validation():
 def test_half_precision_only_on_cuda(tmp_path):
     with pytest.raises(ConfigError, match="only supported on CUDA"):
         Trainer(synth_config(), synth_source(), TrainOptions(steps=1, precision="bf16", device="cpu"), tmp_path)
+
+
+def test_lr_drops_lower_the_lr_from_their_step_on(tmp_path):
+    options = TrainOptions(steps=8, lr=3e-4, lr_warmup=2, lr_drops=[[4, 1e-4], [6, 5e-5]], **{
+        k: v for k, v in FAST.items() if k not in ("steps", "lr", "lr_warmup")})
+    assert options.lr_drops == ((4, 1e-4), (6, 5e-5))
+    trainer = Trainer(synth_config(), synth_source(), options, tmp_path / "run")
+    assert [trainer._lr(s) for s in (0, 1, 3, 4, 5, 6, 100)] == [1.5e-4, 3e-4, 3e-4, 1e-4, 1e-4, 5e-5, 5e-5]
+    trainer.run()
+    assert trainer.optimizer.param_groups[0]["lr"] == 5e-5  # what the optimizer actually used last
+    with pytest.raises(ConfigError, match="lr_drops must be"):
+        TrainOptions(lr_drops=((10, 1e-4), (5, 5e-5)))
+    with pytest.raises(ConfigError, match="lr_drops must be"):
+        TrainOptions(lr_drops=((10, 0.0),))
