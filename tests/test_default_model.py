@@ -45,6 +45,22 @@ def test_sounds_are_usable(one_per_category):
         assert np.mean(np.abs(audio) > 0.999) < 1e-3, f"{category} clips"
 
 
+def test_one_shots_decay(one_per_category):
+    """A hit, not a drone: the first tenth is several times louder than the last (RMS)."""
+    for category in ("kick", "snare", "closed_hat"):
+        audio = one_per_category[category]
+        tenth = audio.shape[1] // 10
+        head, tail = (float(np.sqrt(np.mean(part**2))) for part in (audio[:, :tenth], audio[:, -tenth:]))
+        assert head > 3 * tail, f"{category}: first tenth RMS {head:.3f}, last tenth {tail:.3f}"
+
+
+def test_it_recommends_the_sampler_it_was_measured_with(backend):
+    config = backend.config
+    assert (config.sampler, config.steps) == ("dpmpp-2m-sde", 30)  # benchmarks/quality.py's best Fréchet distance
+    options = SamplingOptions().resolved(config)
+    assert (options.sampler, options.steps) == ("dpmpp-2m-sde", 30)
+
+
 def test_spectral_character_differs_by_category(backend, one_per_category):
     rate = backend.config.sample_rate
     centroid = {c: spectral_centroid(a, rate) for c, a in one_per_category.items()}
