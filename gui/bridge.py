@@ -109,7 +109,7 @@ class Bridge(QObject):
         if self.rack is not None:
             self.rack.add_listener(self._on_pad_event)
         self._status_timer.start()
-        live = getattr(self.companion, "live", None)
+        live = self.companion.live
         if live is not None and live.audio.error is not None:
             self.report(f"audio is off: {live.audio.error} (choose a device in Settings)")
         self._poll_status()
@@ -123,7 +123,7 @@ class Bridge(QObject):
 
     @property
     def rack(self) -> Any:
-        live = getattr(self.companion, "live", None)
+        live = self.companion.live
         return live.rack if live is not None else None
 
     @property
@@ -178,7 +178,7 @@ class Bridge(QObject):
             "underruns": 0,
             "error": self.errors[-1] if self.errors else "",
         }
-        live = getattr(self.companion, "live", None)
+        live = self.companion.live
         if live is not None:
             s = live.status()
             info.update(midi=s["midi"], audio=s["audio"], underruns=s["underruns"])
@@ -263,7 +263,7 @@ class Bridge(QObject):
             self.rack.cancel_learn()
 
     def reopen_audio(self, device: str | None) -> bool:
-        live = getattr(self.companion, "live", None)
+        live = self.companion.live
         if live is None:
             return False
         ok = bool(live.reopen_audio(device or ""))

@@ -120,8 +120,8 @@ class SettingsPanel(QWidget):
 
     def refresh_devices(self) -> None:
         s = self.bridge.settings
-        wanted_audio = getattr(s, "audio_device", None)
-        wanted_midi = getattr(s, "midi_port", None)
+        wanted_audio = s.audio_device
+        wanted_midi = s.midi_port
         self.audio.clear()
         self.audio.addItem(DEFAULT_AUDIO, None)
         try:
@@ -186,7 +186,7 @@ class SettingsPanel(QWidget):
         rack = self.bridge.rack
         if rack is not None:
             rack.config["behaviour"] = self.behaviour.currentData()
-        before = getattr(self.bridge.settings, "audio_device", None)
+        before = self.bridge.settings.audio_device
         changes = self.changes()
         if self.bridge.save(changes) is not None and changes["audio_device"] != before:
             self.bridge.reopen_audio(changes["audio_device"])

@@ -42,6 +42,22 @@ def alsa_capture(tmp_path_factory):
     audio_out.rescan_devices()
 
 
+def play_and_capture(out, mixer, sound, capture):
+    """Play ``sound`` once, let the device run a second past it, close, and read back the capture."""
+    mixer.play(sound, 1.0)
+    deadline = time.monotonic() + 10
+    while (mixer.rendered_frames < len(sound) + 48000 or mixer.active_voices()) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    out.close()  # never leave a stream open on this clockless device
+    return np.fromfile(capture, np.float32).reshape(-1, 2)
+
+
+def assert_heard_exactly(data, sound):
+    start = int(np.flatnonzero(data[:, 0])[0])
+    np.testing.assert_array_equal(data[start:start + len(sound)], sound)
+    assert not data[start + len(sound):].any()
+
+
 def test_a_pad_sound_plays_bit_exact_on_the_named_device(alsa_capture, tmp_path, monkeypatch):
     from companion.audio_out import AudioOut
     from companion.mixer import Mixer
@@ -54,15 +70,7 @@ def test_a_pad_sound_plays_bit_exact_on_the_named_device(alsa_capture, tmp_path,
     t = np.arange(4800) / 48000
     sound = np.ascontiguousarray(np.repeat((0.3 * np.cos(2 * np.pi * 440 * t))[:, None], 2, axis=1),
                                  dtype=np.float32)
-    mixer.play(sound, 1.0)
-    deadline = time.monotonic() + 10
-    while mixer.rendered_frames < len(sound) + 48000 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    out.close()  # never leave a stream open on this clockless device
-    data = np.fromfile(capture, np.float32).reshape(-1, 2)
-    start = int(np.flatnonzero(data[:, 0])[0])
-    np.testing.assert_array_equal(data[start:start + len(sound)], sound)
-    assert not data[start + len(sound):].any()
+    assert_heard_exactly(play_and_capture(out, mixer, sound, capture), sound)
 
 
 def test_a_missing_device_is_a_clear_error_and_audio_stays_off(alsa_capture):
@@ -97,12 +105,4 @@ def test_the_audio_process_plays_bit_exact_too(alsa_capture, tmp_path, monkeypat
     t = np.arange(4800) / 48000
     sound = np.ascontiguousarray(np.stack([0.3 * np.cos(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 660 * t)],
                                           axis=1), dtype=np.float32)
-    mixer.play(sound, 1.0)
-    deadline = time.monotonic() + 10
-    while (mixer.rendered_frames < len(sound) + 48000 or mixer.active_voices()) and time.monotonic() < deadline:
-        time.sleep(0.001)
-    out.close()  # never leave a stream open on this clockless device
-    data = np.fromfile(capture, np.float32).reshape(-1, 2)
-    start = int(np.flatnonzero(data[:, 0])[0])
-    np.testing.assert_array_equal(data[start:start + len(sound)], sound)
-    assert not data[start + len(sound):].any()
+    assert_heard_exactly(play_and_capture(out, mixer, sound, capture), sound)
