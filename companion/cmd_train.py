@@ -200,6 +200,9 @@ def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, nam
                            f"categories {list(config.categories)}, data categories {list(source.categories)}")
     if state is not None and args.name:
         config = replace(config, name=name)
+    if args.random_crop and config.fade_out_ms:
+        print(f"loops (--random-crop): the model's {config.fade_out_ms:g} ms end fade for one-shots is turned off")
+        config = replace(config, fade_out_ms=0.0)
     defaults: dict[str, Any] = dict(DEFAULT_RECIPE) if args.recipe else {}
     if not args.recipe:
         defaults.update(lr=FINETUNE_LR if state is not None else SCRATCH_LR,

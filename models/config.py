@@ -35,6 +35,9 @@ class ModelConfig:
     # how this model samples best when the user chooses nothing (None: the companion's defaults)
     sampler: str | None = None
     steps: int | None = None
+    # the end fade of the one-shots the model learned from; generated sounds end with the same fade (0: none,
+    # e.g. loop models, whose sounds go on past the window)
+    fade_out_ms: float = 0.0
     license: str = ""
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -72,6 +75,10 @@ class ModelConfig:
             raise ConfigError(f"steps must be an integer in 1..1000 or null, got {self.steps!r}")
         if self.sampler is not None and (not isinstance(self.sampler, str) or not self.sampler):
             raise ConfigError(f"sampler must be a sampler name or null, got {self.sampler!r}")
+        if isinstance(self.fade_out_ms, bool) or not isinstance(self.fade_out_ms, (int, float)) or not (
+                0.0 <= self.fade_out_ms <= 1000.0):  # fmt: skip
+            raise ConfigError(f"fade_out_ms must be a number of milliseconds in 0..1000, got {self.fade_out_ms!r}")
+        object.__setattr__(self, "fade_out_ms", float(self.fade_out_ms))
         if len(set(self.categories)) != len(self.categories):
             raise ConfigError(f"categories must be unique, got {list(self.categories)}")
 

@@ -52,6 +52,7 @@ DEFAULT_CONFIG = ModelConfig(
     categories=tuple(synth.CATEGORIES),
     sampler="dpmpp-2m-sde",
     steps=30,
+    fade_out_ms=50.0,  # models/synth.py ends every sound with a 50 ms fade
     license="MIT",
     notes=(
         "trained by dd-companion on its own synthesized one-shots (models/synth.py, seed 0): kick, snare, "

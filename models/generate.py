@@ -16,6 +16,7 @@ import numpy as np
 
 from models.backend import Backend
 from models.errors import ConfigError, LengthError
+from models.finish import finish
 from models.samplers import DEFAULT_SAMPLER, get_sampler, invert, noise_to, sample, slerp
 from models.schedules import make_schedule
 
@@ -115,7 +116,7 @@ def generate(
     ts = make_schedule(opts.schedule, opts.steps)
     out = sample(opts.sampler, backend.denoiser(labels), noise, ts, rngs, callback=progress, cancel=cancel,
                  **opts.sampler_kwargs())
-    return np.clip(out[..., :length], -1.0, 1.0).astype(np.float32)
+    return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
 
 
 def variation(
@@ -156,7 +157,7 @@ def variation(
     x = noise_to(x0, ts[0], noise)
     out = sample(opts.sampler, backend.denoiser(labels), x, ts, rngs, callback=progress, cancel=cancel,
                  **opts.sampler_kwargs())
-    return np.clip(out[..., :length], -1.0, 1.0).astype(np.float32)
+    return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
 
 
 def morph(
@@ -203,4 +204,4 @@ def morph(
     frame_labels = None if labels is None else np.full(frames, labels[0])
     rngs = [np.random.default_rng(0) for _ in range(frames)]  # DDIM with eta 0 draws nothing
     out = sample("v-ddim", backend.denoiser(frame_labels), mixed, ts, rngs, callback=stage(steps), cancel=cancel)
-    return np.clip(out[..., :length], -1.0, 1.0).astype(np.float32)
+    return finish(out[..., :length], config.sample_rate, config.fade_out_ms)

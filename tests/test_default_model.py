@@ -24,6 +24,7 @@ def test_metadata_travels_with_the_weights(backend):
     assert config.name == "dd-default-v1"
     assert config.sample_rate == 44100 and config.channels == 2
     assert config.categories == tuple(CATEGORIES)
+    assert config.fade_out_ms == 50.0  # the synthesizer's end fade, applied to what the model makes
     assert DEFAULT_MODEL.stat().st_size < 40 * 2**20
 
 
@@ -43,6 +44,8 @@ def test_sounds_are_usable(one_per_category):
         assert np.isfinite(audio).all(), category
         assert peak > 0.01, f"{category} is silent"
         assert np.mean(np.abs(audio) > 0.999) < 1e-3, f"{category} clips"
+        assert np.all(audio[:, -1] == 0.0), f"{category} does not end in silence (a click when it stops)"
+        assert abs(float(audio.mean())) < 5e-3, f"{category} has a DC offset of {audio.mean():.4f}"
 
 
 def test_one_shots_decay(one_per_category):

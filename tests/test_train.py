@@ -238,6 +238,18 @@ def test_finetune_with_mismatched_categories(tmp_path):
         Trainer(load_weights(own).config, source, TrainOptions(steps=1, **FAST), tmp_path / "r2")
 
 
+@pytest.mark.parametrize("loops", [False, True])
+def test_finetunes_keep_the_one_shot_fade_but_loops_drop_it(tmp_path, loops, capsys):
+    own = tmp_path / "own.safetensors"
+    save_model(DiffusionAttnUnet1D(tiny_config(categories=("hat", "kick"), fade_out_ms=50.0)), own)
+    data, export = write_folder(tmp_path / "data"), tmp_path / "ft.safetensors"
+    argv = ["train", "--init", str(own), "--data", str(data), "--steps", "1", "--batch-size", "2", "--run-dir",
+            str(tmp_path / "r"), "--export", str(export), "--device", "cpu", "--threads", "1"]
+    assert main(argv + (["--random-crop"] if loops else [])) == 0
+    assert load_weights(export).config.fade_out_ms == (0.0 if loops else 50.0)
+    assert ("end fade for one-shots is turned off" in capsys.readouterr().out) == loops
+
+
 def test_cli_end_to_end_and_resume(tmp_path, capsys):
     run_dir, export = tmp_path / "run", tmp_path / "m.safetensors"
     argv = ["train", "--synth", "--config", "tiny", "--sample-size", str(SIZE), "--steps", "3", "--batch-size", "2",
