@@ -17,6 +17,7 @@ Targets (issue 3): accuracy >= 90%, Fréchet <= 3x the floor, diversity >= 50% o
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import sys
 import time
@@ -62,7 +63,9 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=12)
     parser.add_argument("--sampler", default=None)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--batch", type=int, default=1, help="sounds per generate() call (wall time is per sound)")
     args = parser.parse_args()
 
     backend = load_backend(args.model, backend=args.backend)
@@ -74,18 +77,18 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"categories {unknown} are not synthesizer categories; this benchmark compares to the synth")
     length, rate, n = config.sample_size, config.sample_rate, args.per_category
-    options = SamplingOptions(**{k: v for k, v in (("sampler", args.sampler), ("steps", args.steps)) if v})
-    options = options.resolved(config)
+    options = SamplingOptions(args.sampler, args.steps, guidance=args.guidance).resolved(config)
     print(f"model {config.name} ({backend.kind}/{backend.device}), {options.sampler} x {options.steps} steps, "
-          f"{n} per category, {length} samples at {rate} Hz")
+          f"guidance {options.guidance:g}, {n} per category, {length} samples at {rate} Hz, batch {args.batch}")
 
     gen_audio, gen_labels, times = [], [], []
     for c, name in enumerate(categories):
-        for j in range(n):
+        for j in range(0, n, args.batch):
+            seeds = [1000 * c + k for k in range(j, min(n, j + args.batch))]
             start = time.perf_counter()
-            gen_audio.append(generate(backend, [1000 * c + j], category=name, options=options)[0])
-            times.append(time.perf_counter() - start)
-            gen_labels.append(c)
+            gen_audio.extend(generate(backend, seeds, category=name, options=options))
+            times.extend([(time.perf_counter() - start) / len(seeds)] * len(seeds))
+            gen_labels.extend([c] * len(seeds))
     gen = features.embed(np.stack(gen_audio), rate)
     gen_labels = np.array(gen_labels)
 
@@ -99,11 +102,14 @@ def main() -> None:
 
     predicted = clf.predict(gen)
     print("\n1. category accuracy (classifier trained on held-out synthesized sounds)")
-    print(f"   {'category':<12} generated   real (classifier sanity)")
+    print(f"   {'category':<12} generated   real (classifier sanity)   generated ones taken for")
     real_pred = clf.predict(real)
     for c, name in enumerate(categories):
         mask = gen_labels == c
-        print(f"   {name:<12} {np.mean(predicted[mask] == c):9.0%}   {np.mean(real_pred[real_labels == c] == c):6.0%}")
+        wrong = collections.Counter(categories[p] for p in predicted[mask] if p != c).most_common(3)
+        taken = ", ".join(f"{other} {count}" for other, count in wrong) or "-"
+        print(f"   {name:<12} {np.mean(predicted[mask] == c):9.0%}   {np.mean(real_pred[real_labels == c] == c):6.0%}"
+              f"{'':26}{taken}")
     print(f"   {'overall':<12} {np.mean(predicted == gen_labels):9.0%}   {np.mean(real_pred == real_labels):6.0%}"
           "   (target >= 90%)")
 

@@ -55,6 +55,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="sampler steps (default: the sampler's own)")
     p.add_argument("--schedule", choices=sorted(SCHEDULES), help="noise schedule (default: the sampler's own)")
     p.add_argument("--eta", type=float, help="noise amount for v-ddim / dpmpp-2m-sde")
+    p.add_argument("--guidance", type=float, metavar="W",
+                   help="classifier-free guidance scale, 1 = none (default: the model's recommendation); "
+                        "higher is more typical of the category, less varied")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,14 +78,16 @@ def run(args: argparse.Namespace) -> int:
         config.category_index(args.category)
     folder = SampleFolder(args.out, rate=args.rate, subtype="FLOAT" if args.format == "float" else "PCM_24")
     folder.cleanup_stale_temporaries()
-    options = SamplingOptions(args.sampler, args.steps, args.schedule, args.eta).resolved(config)
+    options = SamplingOptions(args.sampler, args.steps, args.schedule, args.eta, args.guidance).resolved(config)
     length = None if args.seconds is None else config.length_for_seconds(args.seconds)
     recipe_base: dict[str, Any] = {
         "model": config.name, "model_hash": backend.model_hash, "backend": backend.kind,
         "sampler": options.sampler, "steps": options.steps, "schedule": options.schedule,
-        "eta": options.eta, "category": args.category, "model_rate": config.sample_rate,
+        "eta": options.eta, "guidance": options.guidance, "category": args.category,
+        "model_rate": config.sample_rate,
     }
-    print(f"model {config.name} on {backend.kind}/{backend.device}, {options.sampler} x {options.steps} steps")
+    guided = f", guidance {options.guidance:g}" if options.guidance != 1.0 else ""
+    print(f"model {config.name} on {backend.kind}/{backend.device}, {options.sampler} x {options.steps} steps{guided}")
     if args.morph:
         paths = _run_morph(args, backend, folder, recipe_base)
     else:

@@ -15,7 +15,16 @@ from typing import Any
 
 from models.config import ModelConfig, harmonai_config
 from models.datasets import DatasetError, open_source
-from models.default_recipe import DEFAULT_CONFIG, DEFAULT_EXPORT, DEFAULT_RECIPE, DEFAULT_RUN_DIR
+from models.default_recipe import (
+    DEFAULT_CONFIG,
+    DEFAULT_EXPORT,
+    DEFAULT_RECIPE,
+    DEFAULT_RUN_DIR,
+    STAGE1_CONFIG,
+    STAGE1_EXPORT,
+    STAGE1_RECIPE,
+    STAGE1_RUN_DIR,
+)
 from models.errors import ConfigError
 
 FINETUNE_LR = 4e-5  # Harmonai's lr: small steps keep what a pretrained model knows
@@ -23,7 +32,7 @@ SCRATCH_LR = 2e-4  # small networks from scratch learn several times faster (see
 SCRATCH_WARMUP = 200
 TINY_CONFIG = ModelConfig(name="tiny", sample_rate=16000, sample_size=8192, depth=5, c_mults=(16, 32, 32, 32, 32),
                           n_attn_layers=1)
-CONFIGS = {"default": DEFAULT_CONFIG, "tiny": TINY_CONFIG, "harmonai": harmonai_config()}
+CONFIGS = {"default": DEFAULT_CONFIG, "default-v1": STAGE1_CONFIG, "tiny": TINY_CONFIG, "harmonai": harmonai_config()}
 # CLI flag -> TrainOptions field; None on the command line means "not given"
 OPTION_FLAGS = {
     "steps": "steps", "batch_size": "batch_size", "accum": "accum", "lr": "lr", "lr_warmup": "lr_warmup",
@@ -31,6 +40,7 @@ OPTION_FLAGS = {
     "gain_db": "gain_db", "checkpoint_every": "checkpoint_every", "demo_every": "demo_every",
     "demo_steps": "demo_steps", "export_every": "export_every", "half": "half", "max_minutes": "max_minutes",
     "device": "device", "precision": "precision", "threads": "threads", "t_sampling": "t_sampling",
+    "label_dropout": "label_dropout",
 }
 
 
@@ -51,6 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "default)")
     p.add_argument("--add-categories", action="store_true",
                    help="give an unconditional --init model the data's categories (new, zero-initialised inputs)")
+    p.add_argument("--level-cond", action="store_true",
+                   help="give an --init model per-level time and category conditioning (new maps start at zero)")
+    p.add_argument("--label-dropout", type=float, metavar="P",
+                   help="train this share of items without their category, so the model can be guided "
+                        "(classifier-free guidance; 0.1-0.2 is usual; default 0)")
+    p.add_argument("--guidance", type=float, metavar="W",
+                   help="the guidance scale the exported model recommends (1 = none; needs --label-dropout > 0 "
+                        "in training)")
     p.add_argument("--sample-rate", type=int, help="model sample rate (from scratch), or the rate of a Harmonai "
                    ".ckpt not in the known table; files are resampled to it")
     p.add_argument("--sample-size", type=int, help="training window in samples (multiple of the model's factor)")
@@ -109,7 +127,7 @@ def _default_name(args: argparse.Namespace, data: tuple[str, Path | None] | None
     if args.name:
         return _slug(args.name)
     if args.recipe:
-        return DEFAULT_CONFIG.name
+        return STAGE1_CONFIG.name if args.recipe_stage == 1 else DEFAULT_CONFIG.name
     if args.init:
         return _slug(Path(args.init).stem or Path(args.init).name) + "-ft"
     if data and data[1] is not None:
@@ -127,11 +145,9 @@ def _given_options(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from models.train import CHECKPOINT_NAME, Trainer  # torch is imported only when training
 
+    args.recipe_stage = 0
     if args.recipe:
-        args.synth = args.synth or not (args.data or args.nsynth)
-        args.config = args.config or "default"
-        args.run_dir = args.run_dir or Path(DEFAULT_RUN_DIR)
-        args.export = args.export or Path(DEFAULT_EXPORT)
+        _recipe_stage(args)
     data = _data_kind(args)
     name = _default_name(args, data)
     run_dir = args.run_dir or Path("runs") / name
@@ -145,13 +161,57 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             raise ConfigError(f"--resume given but '{run_dir / CHECKPOINT_NAME}' does not exist")
         trainer = _new_run(args, data, name, run_dir, given)
+    if args.recipe_stage == 2:
+        # what the shipped model recommends (sampler, steps, guidance) was measured after training; a resumed
+        # run exports with the recipe's current values
+        if replace(trainer.config, sampler=None, steps=None, guidance=1.0) != replace(
+                DEFAULT_CONFIG, sampler=None, steps=None, guidance=1.0):
+            raise ConfigError(f"'{run_dir}' holds another model than the default recipe's stage 2")
+        trainer.config = DEFAULT_CONFIG
     print(f"training '{trainer.config.name}' on {trainer.source.describe()}; run folder {run_dir}")
     result = trainer.run()
     print(f"{result.reason} at step {result.step} (loss {result.loss:.4f}, {result.seconds / 60:.1f} min)")
     print(f"checkpoint: {result.checkpoint}")
     if result.export:
         print(f"model: {result.export}")
+    if args.recipe_stage == 1 and result.reason == "done":
+        print("stage 1 of 2 is done; run the same command again for stage 2")
+    elif args.recipe_stage and result.reason != "done":
+        print(f"stage {args.recipe_stage} of 2 is not finished; run the same command again to resume it")
     return 130 if result.reason == "interrupted" else 0
+
+
+def _checkpoint_step(path: Path) -> int:
+    from models.checkpoints import safe_torch_load
+
+    return int(safe_torch_load(path)["step"])
+
+
+def _recipe_stage(args: argparse.Namespace) -> None:
+    """Point ``args`` at the default recipe's next stage (see :mod:`models.default_recipe`).
+
+    Stage 1 trains the plain network from scratch into ``STAGE1_EXPORT``; it is done when that file exists
+    and no unfinished stage-1 checkpoint remains. Stage 2 fine-tunes it, with per-level conditioning and
+    label dropout, into the packaged model.
+    """
+    from models.train import CHECKPOINT_NAME
+
+    if args.init or args.config or args.data or args.nsynth:
+        raise ConfigError("--recipe default trains on the synthesizer with its own architecture and start; "
+                          "drop --init, --config, --data and --nsynth")
+    stage1_ckpt = Path(STAGE1_RUN_DIR) / CHECKPOINT_NAME
+    stage1_pending = not Path(STAGE1_EXPORT).is_file() or (
+        stage1_ckpt.is_file() and _checkpoint_step(stage1_ckpt) < STAGE1_RECIPE["steps"])
+    args.synth = True
+    if stage1_pending:
+        args.recipe_stage, args.config, args.recipe_options = 1, "default-v1", STAGE1_RECIPE
+        args.run_dir = args.run_dir or Path(STAGE1_RUN_DIR)
+        args.export = Path(STAGE1_EXPORT)
+    else:
+        args.recipe_stage, args.init, args.level_cond, args.recipe_options = 2, STAGE1_EXPORT, True, DEFAULT_RECIPE
+        args.run_dir = args.run_dir or Path(DEFAULT_RUN_DIR)
+        args.export = args.export or Path(DEFAULT_EXPORT)
+    print(f"default recipe, stage {args.recipe_stage} of 2")
 
 
 def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, name: str, run_dir: Path,
@@ -159,10 +219,12 @@ def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, nam
     """A new :class:`models.train.Trainer`: from scratch (``--config``) or from ``--init`` weights."""
     from models.checkpoints import load_weights
     from models.registry import user_models_dir
-    from models.train import Trainer, TrainOptions, add_categories
+    from models.train import Trainer, TrainOptions, add_categories, add_level_cond
 
     if data is None:
         raise ConfigError("choose the training data: --data DIR, --nsynth DIR or --synth")
+    defaults: dict[str, Any] = dict(args.recipe_options) if args.recipe else {}
+    seed = {**defaults, **given}.get("seed", 0)
     state = None
     if args.init:
         if args.config:
@@ -180,7 +242,7 @@ def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, nam
     kind, path = data
     source = open_source(kind, path=path, sample_rate=config.sample_rate, sample_size=config.sample_size,
                          channels=config.channels, random_crop=args.random_crop, unconditional=args.unconditional,
-                         seed=given.get("seed", 0), skip_bad=not args.strict_files)
+                         seed=seed, skip_bad=not args.strict_files)
     unconditional = args.unconditional
     if state is None:
         config = replace(config, name=name if (args.name or not args.recipe) else config.name,
@@ -189,7 +251,7 @@ def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, nam
             config = replace(config, license="", notes=f"trained by dd-companion on {source.describe()}")
     elif not config.categories and source.categories:
         if args.add_categories:
-            config, state = add_categories(config, state, source.categories, seed=given.get("seed", 0))
+            config, state = add_categories(config, state, source.categories, seed=seed)
             print(f"added categories {list(source.categories)} to '{config.name}' (new inputs start at zero)")
         else:
             print(f"'{config.name}' is unconditional: training without the data's categories "
@@ -198,16 +260,33 @@ def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, nam
     elif args.add_categories:
         raise DatasetError(f"--add-categories needs an unconditional --init model and categorized data; model "
                            f"categories {list(config.categories)}, data categories {list(source.categories)}")
+    if args.level_cond:
+        if state is None:
+            config = replace(config, level_cond=True)
+        elif not config.level_cond:
+            config, state = add_level_cond(config, state, seed=seed)
+            print(f"added per-level conditioning to '{config.name}' (new maps start at zero)")
+    if args.recipe_stage == 2:
+        if replace(config, name=DEFAULT_CONFIG.name) != replace(DEFAULT_CONFIG, sampler=config.sampler,
+                                                               steps=config.steps, guidance=config.guidance):
+            raise ConfigError(f"'{STAGE1_EXPORT}' is not the recipe's stage-1 model; remove it to train stage 1")
+        config = DEFAULT_CONFIG
+    if args.guidance is not None:
+        config = replace(config, guidance=args.guidance)
     if state is not None and args.name:
         config = replace(config, name=name)
     if args.random_crop and config.fade_out_ms:
         print(f"loops (--random-crop): the model's {config.fade_out_ms:g} ms end fade for one-shots is turned off")
         config = replace(config, fade_out_ms=0.0)
-    defaults: dict[str, Any] = dict(DEFAULT_RECIPE) if args.recipe else {}
     if not args.recipe:
         defaults.update(lr=FINETUNE_LR if state is not None else SCRATCH_LR,
                         lr_warmup=0 if state is not None else SCRATCH_WARMUP)
     defaults["export_path"] = str(user_models_dir() / f"{name}.safetensors")
     options = TrainOptions(**{**defaults, **given})
+    if config.guidance != 1.0 and not options.label_dropout:
+        if args.guidance is not None:
+            raise ConfigError(f"--guidance {args.guidance:g} needs a model trained with --label-dropout > 0")
+        print(f"no label dropout: the model will not recommend guidance (was {config.guidance:g})")
+        config = replace(config, guidance=1.0)
     return Trainer(config, source, options, run_dir, init_state=state, init_from=str(args.init or ""),
                        unconditional=unconditional, fresh=args.fresh)

@@ -139,6 +139,7 @@ class ModelFacts:
     length_for_seconds: Callable[[float], int] = field(repr=False, compare=False)
     sampler: str | None = None  # the model's recommended sampler and steps (None: the companion's defaults)
     steps: int | None = None
+    guidance: float = 1.0  # the model's recommended classifier-free guidance scale (1 = none)
 
     @classmethod
     def of(cls, backend: Backend) -> ModelFacts:
@@ -146,7 +147,7 @@ class ModelFacts:
         device = str(backend.device).split(":")[0]
         return cls(config.name, tuple(config.categories), config.sample_rate, config.sample_size,
                    config.channels, backend.model_hash, f"{backend.kind}-{device}", device in ("cuda", "mps"),
-                   config.length_for_seconds, config.sampler, config.steps)
+                   config.length_for_seconds, config.sampler, config.steps, config.guidance)
 
     @property
     def seconds(self) -> float:
@@ -181,7 +182,7 @@ class Plan:
         if self.kind not in ("generate", "refill") or self.options is None:
             return None
         o = self.options
-        return (self.category, o.sampler, o.steps, o.schedule, o.eta, self.length)
+        return (self.category, o.sampler, o.steps, o.schedule, o.eta, o.guidance, self.length)
 
     @property
     def pool_ok(self) -> bool:

@@ -213,6 +213,8 @@ def _example_inputs(config: ModelConfig, batch: int, length: int,
     x = torch.randn(batch, config.channels, length, generator=gen)
     t = torch.rand(batch, generator=gen)
     labels = torch.randint(0, config.n_categories, (batch,), generator=gen) if config.categories else None
+    if labels is not None and batch > 1:
+        labels[-1] = -1  # "no category", what classifier-free guidance asks for
     return x, t, labels
 
 

@@ -135,9 +135,9 @@ class OrtBackend:
             if labels is None:
                 raise ConfigError(f"model '{config.name}' needs a category: one of {list(config.categories)}")
             label_array = np.asarray(labels, dtype=np.int64)
-            if label_array.ndim > 1 or np.any(label_array < 0) or np.any(label_array >= config.n_categories):
-                raise ConfigError(f"labels must be category indices in 0..{config.n_categories - 1}, "
-                                  f"got {np.asarray(labels).tolist()}")
+            if label_array.ndim > 1 or np.any(label_array < -1) or np.any(label_array >= config.n_categories):
+                raise ConfigError(f"labels must be category indices in 0..{config.n_categories - 1} "
+                                  f"(or -1: no category), got {np.asarray(labels).tolist()}")
         elif labels is not None and any(label is not None for label in np.atleast_1d(labels)):
             raise ConfigError(f"model '{config.name}' is unconditional; it takes no category")
         session = self.session

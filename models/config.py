@@ -12,6 +12,8 @@ from models.errors import ConfigError, LengthError
 HARMONAI_C_MULTS: tuple[int, ...] = (128, 128, 256, 256) + (512,) * 10
 TIME_FEATURES = 16  # the Fourier time features concatenated to the input (8 frequencies, cos and sin)
 CLASS_FEATURES = 16  # width of the learned per-category embedding, when the model has categories
+COND_FEATURES = 128  # width of the shared time + category embedding of level-conditioned models
+MAX_GUIDANCE = 20.0  # largest classifier-free guidance scale accepted
 PATCHES = (1, 2, 4, 8, 16)  # allowed patch sizes (the project's own models; Harmonai's are all 1)
 
 
@@ -31,10 +33,16 @@ class ModelConfig:
     c_mults: tuple[int, ...] = HARMONAI_C_MULTS
     n_attn_layers: int = 4
     patch: int = 1  # samples folded into channels before the first level (1 = the original network)
+    # the diffusion time and the category also enter every level through a small embedding (the project's own
+    # models; Harmonai's networks see them at the input only)
+    level_cond: bool = False
     categories: tuple[str, ...] = ()
     # how this model samples best when the user chooses nothing (None: the companion's defaults)
     sampler: str | None = None
     steps: int | None = None
+    # classifier-free guidance scale this model recommends (1 = none); > 1 needs a model trained with label
+    # dropout, which learned the unconditional sound of its data as well (category -1)
+    guidance: float = 1.0
     # the end fade of the one-shots the model learned from; generated sounds end with the same fade (0: none,
     # e.g. loop models, whose sounds go on past the window)
     fade_out_ms: float = 0.0
@@ -79,6 +87,14 @@ class ModelConfig:
                 0.0 <= self.fade_out_ms <= 1000.0):  # fmt: skip
             raise ConfigError(f"fade_out_ms must be a number of milliseconds in 0..1000, got {self.fade_out_ms!r}")
         object.__setattr__(self, "fade_out_ms", float(self.fade_out_ms))
+        if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not (
+                1.0 <= self.guidance <= MAX_GUIDANCE):  # fmt: skip
+            raise ConfigError(f"guidance must be a number in 1..{MAX_GUIDANCE:g} (1 = none), got {self.guidance!r}")
+        object.__setattr__(self, "guidance", float(self.guidance))
+        if self.guidance > 1.0 and not self.categories:
+            raise ConfigError(f"guidance {self.guidance:g} needs a model with categories; this one has none")
+        if not isinstance(self.level_cond, bool):
+            raise ConfigError(f"level_cond must be true or false, got {self.level_cond!r}")
         if len(set(self.categories)) != len(self.categories):
             raise ConfigError(f"categories must be unique, got {list(self.categories)}")
 

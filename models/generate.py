@@ -14,7 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from models.backend import Backend
+from models.backend import Backend, Denoiser
+from models.config import MAX_GUIDANCE
 from models.errors import ConfigError, LengthError
 from models.finish import finish
 from models.samplers import DEFAULT_SAMPLER, get_sampler, invert, noise_to, sample, slerp
@@ -40,18 +41,22 @@ class Recommendation(Protocol):
 
     sampler: str | None
     steps: int | None
+    guidance: float
+    categories: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class SamplingOptions:
     """How to sample: sampler name (None = the model's recommended one, else :data:`DEFAULT_SAMPLER`),
     steps (None = the model's recommendation for that sampler, else the sampler's default), schedule
-    (None = the sampler's default), eta."""
+    (None = the sampler's default), eta, and the classifier-free guidance scale (None = the model's
+    recommendation; 1 = none)."""
 
     sampler: str | None = None
     steps: int | None = None
     schedule: str | None = None
     eta: float | None = None
+    guidance: float | None = None
 
     def resolved(self, config: Recommendation | None = None) -> SamplingOptions:
         """Fill the defaults (``config``'s recommendations first) and check every field."""
@@ -69,7 +74,16 @@ class SamplingOptions:
         if self.eta is not None and "eta" not in info.options:
             raise ConfigError(f"sampler '{sampler}' takes no eta; samplers with eta: "
                               f"{[n for n in ('v-ddim', 'dpmpp-2m-sde')]}")
-        return replace(self, sampler=sampler, steps=int(steps), schedule=schedule)
+        guidance = self.guidance
+        if guidance is None:
+            guidance = getattr(config, "guidance", 1.0) if config is not None else 1.0
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float, np.floating)) or not (
+                1.0 <= float(guidance) <= MAX_GUIDANCE):  # fmt: skip
+            raise ConfigError(f"guidance must be a number in 1..{MAX_GUIDANCE:g} (1 = none), got {guidance!r}")
+        if guidance != 1.0 and config is not None and not config.categories:
+            raise ConfigError(f"guidance {guidance:g} needs a model with categories; this one is unconditional "
+                              "(use 1)")
+        return replace(self, sampler=sampler, steps=int(steps), schedule=schedule, guidance=float(guidance))
 
     def sampler_kwargs(self) -> dict[str, float]:
         return {} if self.eta is None else {"eta": float(self.eta)}
@@ -87,6 +101,27 @@ def _labels(backend: Backend, category: str | None | Sequence[str | None], n: in
     if any(c in (None, "") for c in cats):
         raise ConfigError(f"model '{config.name}' needs a category: one of {list(config.categories)}")
     return np.array([config.category_index(str(c)) for c in cats], dtype=np.int64)
+
+
+def guided(backend: Backend, labels: np.ndarray | None, scale: float) -> Denoiser:
+    """The backend's denoiser for ``labels``, with classifier-free guidance when ``scale`` > 1.
+
+    Each call runs the conditional and the unconditional (category -1) prediction in one batch and returns
+    ``v_uncond + scale * (v_cond - v_uncond)``: the sound pushed further towards its category. Without
+    categories, or at scale 1, it is the plain denoiser.
+    """
+    if labels is None or scale == 1.0:
+        return backend.denoiser(labels)
+    labels = np.asarray(labels, dtype=np.int64)
+    both = backend.denoiser(np.concatenate([labels, np.full_like(labels, -1)]))
+
+    def denoise(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        v = np.asarray(both(np.concatenate([x, x]), np.concatenate([t, t])))
+        cond, uncond = v[:n], v[n:]
+        return uncond + np.float32(scale) * (cond - uncond)
+
+    return denoise
 
 
 def _rngs(seeds: Sequence[int]) -> list[np.random.Generator]:
@@ -114,8 +149,8 @@ def generate(
     labels = _labels(backend, category, len(seeds))
     noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
     ts = make_schedule(opts.schedule, opts.steps)
-    out = sample(opts.sampler, backend.denoiser(labels), noise, ts, rngs, callback=progress, cancel=cancel,
-                 **opts.sampler_kwargs())
+    out = sample(opts.sampler, guided(backend, labels, opts.guidance), noise, ts, rngs, callback=progress,
+                 cancel=cancel, **opts.sampler_kwargs())
     return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
 
 
@@ -155,8 +190,8 @@ def variation(
     noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
     ts = make_schedule(opts.schedule, steps, t_start=float(strength))
     x = noise_to(x0, ts[0], noise)
-    out = sample(opts.sampler, backend.denoiser(labels), x, ts, rngs, callback=progress, cancel=cancel,
-                 **opts.sampler_kwargs())
+    out = sample(opts.sampler, guided(backend, labels, opts.guidance), x, ts, rngs, callback=progress,
+                 cancel=cancel, **opts.sampler_kwargs())
     return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
 
 

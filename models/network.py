@@ -8,8 +8,19 @@ attention uses ``scaled_dot_product_attention``.
 
 One addition, off for every Harmonai checkpoint: ``config.patch`` = p > 1 folds each run of p samples
 into p channels before the first level and unfolds the output the same way (a 1-D pixel shuffle). The
-U-Net then runs on 1/p of the positions with wider channels, which on a CPU buys far more capacity
-per millisecond than narrow channels at the full sample rate; the project's default model uses it.
+U-Net then runs on 1/p of the positions with wider channels (tried for the default model, which does
+not use it).
+
+Two more, also off for Harmonai checkpoints and on for the project's default model:
+
+- ``config.level_cond``: the original network sees the diffusion time (and here the category) only as
+  planes concatenated to its input, so everything the inner levels know of them has squeezed through the
+  first level's few channels. With ``level_cond`` the time features and the category embedding also go
+  through a small shared MLP (``cond_mlp``) and a per-level linear map (``level_cond.<i>``) to a
+  per-channel offset added right after each level's down-sampling. Those maps start at zero, so adding
+  them to a trained network changes nothing until training moves them; the trunk's keys stay the same.
+- category -1 means "no category" (its embedding is all zeros): a model trained with label dropout learns
+  the unconditional sound of its data too, which classifier-free guidance needs.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import CLASS_FEATURES, TIME_FEATURES, ModelConfig
+from models.config import CLASS_FEATURES, COND_FEATURES, TIME_FEATURES, ModelConfig
 
 CUBIC_KERNEL = (-0.01171875, -0.03515625, 0.11328125, 0.43359375, 0.43359375, 0.11328125, -0.03515625, -0.01171875)
 
@@ -161,6 +172,14 @@ class DiffusionAttnUnet1D(nn.Module):
         self.timestep_embed = FourierFeatures(TIME_FEATURES)
         if config.categories:
             self.class_embed = nn.Embedding(len(config.categories), CLASS_FEATURES)
+        if config.level_cond:
+            cond_in = TIME_FEATURES + (CLASS_FEATURES if config.categories else 0)
+            self.cond_mlp = nn.Sequential(nn.Linear(cond_in, COND_FEATURES), nn.GELU())
+            # level i (2..depth) starts with a down-sampling of c_mults[i - 2] channels
+            self.level_cond = nn.ModuleList(nn.Linear(COND_FEATURES, c) for c in config.c_mults[:-1])
+            for proj in self.level_cond:
+                nn.init.zeros_(proj.weight)
+                nn.init.zeros_(proj.bias)
         depth, c_mults, io = config.depth, config.c_mults, config.io_channels
         block: nn.Module = nn.Identity()
         for i in range(depth, 0, -1):
@@ -212,18 +231,41 @@ class DiffusionAttnUnet1D(nn.Module):
 
     def _unet(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         n, _, length = x.shape
-        planes = [x, self.timestep_embed(t.to(x.dtype)).to(x.dtype)[:, :, None].expand(n, -1, length)]
+        time = self.timestep_embed(t.to(x.dtype)).to(x.dtype)
+        features = [time]
         if self.config.categories:
             if labels is None:
                 raise ValueError(f"model '{self.config.name}' has categories and needs labels")
-            planes.append(self.class_embed(labels.long()).to(x.dtype)[:, :, None].expand(n, -1, length))
+            labels = labels.long()
+            # category -1: no category (zero embedding), for classifier-free guidance
+            present = (labels >= 0).to(x.dtype)[:, None]
+            features.append(self.class_embed(labels.clamp(min=0)).to(x.dtype) * present)
         elif labels is not None:
             raise ValueError(f"model '{self.config.name}' is unconditional and takes no labels")
-        h = torch.cat(planes, dim=1)
+        h = torch.cat([x] + [f[:, :, None].expand(n, -1, length) for f in features], dim=1)
         if self.channels_last:
-            out = self.net(h[:, :, None, :].contiguous(memory_format=torch.channels_last))
-            return out[:, :, 0, :].contiguous()
-        return self.net(h)
+            h = h[:, :, None, :].contiguous(memory_format=torch.channels_last)
+        if self.config.level_cond:
+            cond = self.cond_mlp(torch.cat(features, dim=1))
+            shape = (n, -1, 1, 1) if self.channels_last else (n, -1, 1)
+            offsets = [proj(cond).view(shape) for proj in self.level_cond]
+            out = _run_levels(self.net, h, offsets, 0)
+        else:
+            out = self.net(h)
+        return out[:, :, 0, :].contiguous() if self.channels_last else out
+
+
+def _run_levels(seq: nn.Sequential, h: torch.Tensor, offsets: list[torch.Tensor], level: int) -> torch.Tensor:
+    """``seq``'s forward with ``offsets[level - 1]`` added after the down-sampling that opens level ``level``
+    (0 is the outermost sequence, which has none); the inner levels recurse through the skip blocks."""
+    for index, module in enumerate(seq):
+        if isinstance(module, SkipBlock):
+            h = torch.cat([_run_levels(module.main, h, offsets, level + 1), h], dim=1)
+        else:
+            h = module(h)
+            if level and index == 0:  # every inner level opens with its down-sampling (whatever its class)
+                h = h + offsets[level - 1]
+    return h
 
 
 def count_parameters(model: nn.Module) -> int:

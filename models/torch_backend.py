@@ -77,7 +77,11 @@ class TorchBackend:
         if self.config.categories:
             if labels is None:
                 raise ConfigError(f"model '{self.config.name}' needs a category: one of {list(self.config.categories)}")
-            label_tensor = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=self.torch_device)
+            label_array = np.asarray(labels, dtype=np.int64)
+            if label_array.ndim > 1 or np.any(label_array < -1) or np.any(label_array >= self.config.n_categories):
+                raise ConfigError(f"labels must be category indices in 0..{self.config.n_categories - 1} "
+                                  f"(or -1: no category), got {np.asarray(labels).tolist()}")
+            label_tensor = torch.as_tensor(label_array, device=self.torch_device)
         elif labels is not None and any(label is not None for label in np.atleast_1d(labels)):
             raise ConfigError(f"model '{self.config.name}' is unconditional; it takes no category")
 

@@ -115,6 +115,7 @@ class TrainOptions:
     seed: int = 0
     t_sampling: str = "sobol"
     gain_db: float = 0.0  # random gain of +-gain_db per item (0 = off, as upstream)
+    label_dropout: float = 0.0  # share of items trained without their category (-1), for classifier-free guidance
     checkpoint_every: str = "1000"
     demo_every: str = "0"
     demo_steps: int = 50
@@ -151,6 +152,9 @@ class TrainOptions:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise ConfigError(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if isinstance(self.label_dropout, bool) or not isinstance(self.label_dropout, (int, float)) or not (
+                0.0 <= self.label_dropout < 1.0):  # fmt: skip
+            raise ConfigError(f"label_dropout must be in [0, 1), got {self.label_dropout!r}")
         if not 0 <= self.gain_db <= 24:
             raise ConfigError(f"gain_db must be in 0..24 dB, got {self.gain_db}")
         if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
@@ -211,6 +215,26 @@ def add_categories(config: ModelConfig, state: dict[str, torch.Tensor], categori
     gen = torch.Generator().manual_seed(seed)
     width = new_config.in_channels - audio_and_time
     new_state["class_embed.weight"] = torch.randn(len(categories), width, generator=gen)
+    return new_config, new_state
+
+
+def add_level_cond(config: ModelConfig, state: dict[str, torch.Tensor],
+                   seed: int = 0) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Give a trained model per-level conditioning (``config.level_cond``) without changing what it does.
+
+    The new per-level maps start at zero (see :mod:`models.network`), so the upgraded model's output equals
+    the original's until training moves them; the shared MLP in front of them gets its usual random init.
+    """
+    if config.level_cond:
+        raise ConfigError(f"model '{config.name}' already has level conditioning")
+    new_config = replace(config, level_cond=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = DiffusionAttnUnet1D(new_config).state_dict()
+    new_state = dict(state)
+    for key, value in fresh.items():
+        if key.startswith(("cond_mlp.", "level_cond.")):
+            new_state[key] = value
     return new_config, new_state
 
 
@@ -352,6 +376,9 @@ class Trainer:
         x_t = (x0 * alpha + noise * sigma).to(self.device)
         v = (noise * alpha - x0 * sigma).to(self.device)
         t_dev = torch.from_numpy(t).float().to(self.device)
+        if labels_np is not None and opts.label_dropout:
+            dropped = np.random.default_rng([opts.seed, micro, 5]).random(len(labels_np)) < opts.label_dropout
+            labels_np = np.where(dropped, -1, labels_np)
         labels = None if labels_np is None else torch.from_numpy(labels_np).to(self.device)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision)
         with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -435,6 +462,7 @@ class Trainer:
         if not str(target):
             raise ConfigError("no export path given")
         ema = copy.deepcopy(self.ema).cpu()
+        ema.config = self.config  # the same network; its recommendations may have been updated since the start
         extra = {"train_step": str(self.step), "train_seed": str(self.options.seed),
                  "train_data": self.source.describe(), "train_init": self.init_from,
                  "train_options": json.dumps({k: v for k, v in self.options.to_dict().items()

@@ -86,7 +86,7 @@ def test_denoiser_errors_name_the_value(pair):
     _, backend, _ = pair
     with pytest.raises(ConfigError, match="needs a category"):
         backend.denoiser(None)
-    with pytest.raises(ConfigError, match=r"category indices in 0..1, got \[2\]"):
+    with pytest.raises(ConfigError, match=r"category indices in 0..1 \(or -1: no category\), got \[2\]"):
         backend.denoiser(np.array([2]))
     denoise = backend.denoiser(np.array([0]))
     with pytest.raises(LengthError, match="multiple of 16 and at least 48.*got 50"):

@@ -310,3 +310,37 @@ def test_lr_drops_lower_the_lr_from_their_step_on(tmp_path):
         TrainOptions(lr_drops=((10, 1e-4), (5, 5e-5)))
     with pytest.raises(ConfigError, match="lr_drops must be"):
         TrainOptions(lr_drops=((10, 0.0),))
+
+
+def test_default_recipe_runs_its_two_stages_in_order(tmp_path, monkeypatch):
+    """Stage 1 until its model exists and its run is finished, then stage 2 from that model."""
+    import argparse
+
+    from companion import cmd_train
+    from models.default_recipe import DEFAULT_CONFIG, DEFAULT_RECIPE, STAGE1_CONFIG, STAGE1_RECIPE
+
+    stage1_dir, export = tmp_path / "runs" / "default", tmp_path / "runs" / "default" / "v1.safetensors"
+    monkeypatch.setattr(cmd_train, "STAGE1_RUN_DIR", str(stage1_dir))
+    monkeypatch.setattr(cmd_train, "STAGE1_EXPORT", str(export))
+
+    def stage() -> argparse.Namespace:
+        args = argparse.Namespace(init=None, config=None, data=None, nsynth=None, synth=False, run_dir=None,
+                                  export=None, level_cond=False, recipe="default")
+        cmd_train._recipe_stage(args)
+        return args
+
+    first = stage()
+    assert (first.recipe_stage, first.config, first.run_dir, first.export) == (1, "default-v1", stage1_dir, export)
+    assert first.recipe_options is STAGE1_RECIPE and cmd_train.CONFIGS["default-v1"] == STAGE1_CONFIG
+    stage1_dir.mkdir(parents=True)
+    torch.save({"step": STAGE1_RECIPE["steps"] - 1}, stage1_dir / "last.ckpt")
+    export.write_bytes(b"an export written when a run was stopped early")
+    assert stage().recipe_stage == 1  # its checkpoint is not finished: stage 1 resumes
+    torch.save({"step": STAGE1_RECIPE["steps"]}, stage1_dir / "last.ckpt")
+    second = stage()
+    assert (second.recipe_stage, second.init, second.level_cond) == (2, str(export), True)
+    assert second.recipe_options is DEFAULT_RECIPE and DEFAULT_RECIPE["label_dropout"] > 0
+    assert DEFAULT_CONFIG.level_cond and not STAGE1_CONFIG.level_cond
+    with pytest.raises(ConfigError, match="drop --init, --config, --data and --nsynth"):
+        args = argparse.Namespace(init="x.ckpt", config=None, data=None, nsynth=None)
+        cmd_train._recipe_stage(args)
