@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--sampler", default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
+    parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--batch", type=int, default=1, help="sounds per generate() call (wall time is per sound)")
     args = parser.parse_args()
@@ -77,9 +78,11 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"categories {unknown} are not synthesizer categories; this benchmark compares to the synth")
     length, rate, n = config.sample_size, config.sample_rate, args.per_category
-    options = SamplingOptions(args.sampler, args.steps, guidance=args.guidance).resolved(config)
+    interval = None if args.guidance_interval is None else tuple(args.guidance_interval)
+    options = SamplingOptions(args.sampler, args.steps, guidance=args.guidance, guidance_interval=interval)
+    options = options.resolved(config)
     print(f"model {config.name} ({backend.kind}/{backend.device}), {options.sampler} x {options.steps} steps, "
-          f"guidance {options.guidance:g}, {n} per category, {length} samples at {rate} Hz, batch {args.batch}")
+          f"guidance {options.guidance:g} in {options.guidance_interval}, {n} per category, {length} samples at {rate} Hz, batch {args.batch}")
 
     gen_audio, gen_labels, times = [], [], []
     for c, name in enumerate(categories):

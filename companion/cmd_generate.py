@@ -58,6 +58,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, metavar="W",
                    help="classifier-free guidance scale, 1 = none (default: the model's recommendation); "
                         "higher is more typical of the category, less varied")
+    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="diffusion times t' (0..1) where guidance applies (default: the model's); outside them a "
+                        "step costs one plain call")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,15 +81,20 @@ def run(args: argparse.Namespace) -> int:
         config.category_index(args.category)
     folder = SampleFolder(args.out, rate=args.rate, subtype="FLOAT" if args.format == "float" else "PCM_24")
     folder.cleanup_stale_temporaries()
-    options = SamplingOptions(args.sampler, args.steps, args.schedule, args.eta, args.guidance).resolved(config)
+    options = SamplingOptions(args.sampler, args.steps, args.schedule, args.eta, args.guidance,
+                              None if args.guidance_interval is None else tuple(args.guidance_interval)
+                              ).resolved(config)
     length = None if args.seconds is None else config.length_for_seconds(args.seconds)
     recipe_base: dict[str, Any] = {
         "model": config.name, "model_hash": backend.model_hash, "backend": backend.kind,
         "sampler": options.sampler, "steps": options.steps, "schedule": options.schedule,
-        "eta": options.eta, "guidance": options.guidance, "category": args.category,
+        "eta": options.eta, "guidance": options.guidance,
+        "guidance_interval": list(options.guidance_interval or (0.0, 1.0)), "category": args.category,
         "model_rate": config.sample_rate,
     }
-    guided = f", guidance {options.guidance:g}" if options.guidance != 1.0 else ""
+    low, high = options.guidance_interval or (0.0, 1.0)
+    guided = "" if options.guidance == 1.0 else f", guidance {options.guidance:g}" + (
+        f" for t in [{low:g}, {high:g}]" if (low, high) != (0.0, 1.0) else "")
     print(f"model {config.name} on {backend.kind}/{backend.device}, {options.sampler} x {options.steps} steps{guided}")
     if args.morph:
         paths = _run_morph(args, backend, folder, recipe_base)

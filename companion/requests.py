@@ -140,6 +140,7 @@ class ModelFacts:
     sampler: str | None = None  # the model's recommended sampler and steps (None: the companion's defaults)
     steps: int | None = None
     guidance: float = 1.0  # the model's recommended classifier-free guidance scale (1 = none)
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # and the times t' where it applies
 
     @classmethod
     def of(cls, backend: Backend) -> ModelFacts:
@@ -147,7 +148,8 @@ class ModelFacts:
         device = str(backend.device).split(":")[0]
         return cls(config.name, tuple(config.categories), config.sample_rate, config.sample_size,
                    config.channels, backend.model_hash, f"{backend.kind}-{device}", device in ("cuda", "mps"),
-                   config.length_for_seconds, config.sampler, config.steps, config.guidance)
+                   config.length_for_seconds, config.sampler, config.steps, config.guidance,
+                   config.guidance_interval)
 
     @property
     def seconds(self) -> float:
@@ -182,7 +184,7 @@ class Plan:
         if self.kind not in ("generate", "refill") or self.options is None:
             return None
         o = self.options
-        return (self.category, o.sampler, o.steps, o.schedule, o.eta, o.guidance, self.length)
+        return (self.category, o.sampler, o.steps, o.schedule, o.eta, o.guidance, o.guidance_interval, self.length)
 
     @property
     def pool_ok(self) -> bool:

@@ -17,6 +17,18 @@ MAX_GUIDANCE = 20.0  # largest classifier-free guidance scale accepted
 PATCHES = (1, 2, 4, 8, 16)  # allowed patch sizes (the project's own models; Harmonai's are all 1)
 
 
+def check_interval(value: Any) -> tuple[float, float]:
+    """A guidance interval as a (low, high) pair of diffusion times with 0 <= low < high <= 1."""
+    try:
+        low, high = (float(v) for v in value)
+        ok = 0.0 <= low < high <= 1.0 and not any(isinstance(v, bool) for v in value)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"guidance_interval must be two times low < high in 0..1, got {value!r}")
+    return low, high
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture and audio format of one Dance Diffusion network.
@@ -43,6 +55,8 @@ class ModelConfig:
     # classifier-free guidance scale this model recommends (1 = none); > 1 needs a model trained with label
     # dropout, which learned the unconditional sound of its data as well (category -1)
     guidance: float = 1.0
+    # the diffusion times t' (0..1) where guidance applies; outside, one plain conditional call per step
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
     # the end fade of the one-shots the model learned from; generated sounds end with the same fade (0: none,
     # e.g. loop models, whose sounds go on past the window)
     fade_out_ms: float = 0.0
@@ -93,6 +107,7 @@ class ModelConfig:
         object.__setattr__(self, "guidance", float(self.guidance))
         if self.guidance > 1.0 and not self.categories:
             raise ConfigError(f"guidance {self.guidance:g} needs a model with categories; this one has none")
+        object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
         if not isinstance(self.level_cond, bool):
             raise ConfigError(f"level_cond must be true or false, got {self.level_cond!r}")
         if len(set(self.categories)) != len(self.categories):

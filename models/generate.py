@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from models.backend import Backend, Denoiser
-from models.config import MAX_GUIDANCE
+from models.config import MAX_GUIDANCE, check_interval
 from models.errors import ConfigError, LengthError
 from models.finish import finish
 from models.samplers import DEFAULT_SAMPLER, get_sampler, invert, noise_to, sample, slerp
@@ -42,6 +42,7 @@ class Recommendation(Protocol):
     sampler: str | None
     steps: int | None
     guidance: float
+    guidance_interval: tuple[float, float]
     categories: tuple[str, ...]
 
 
@@ -49,14 +50,15 @@ class Recommendation(Protocol):
 class SamplingOptions:
     """How to sample: sampler name (None = the model's recommended one, else :data:`DEFAULT_SAMPLER`),
     steps (None = the model's recommendation for that sampler, else the sampler's default), schedule
-    (None = the sampler's default), eta, and the classifier-free guidance scale (None = the model's
-    recommendation; 1 = none)."""
+    (None = the sampler's default), eta, and the classifier-free guidance scale and the times t' where it
+    applies (None = the model's recommendation; 1 = none)."""
 
     sampler: str | None = None
     steps: int | None = None
     schedule: str | None = None
     eta: float | None = None
     guidance: float | None = None
+    guidance_interval: tuple[float, float] | None = None
 
     def resolved(self, config: Recommendation | None = None) -> SamplingOptions:
         """Fill the defaults (``config``'s recommendations first) and check every field."""
@@ -83,7 +85,11 @@ class SamplingOptions:
         if guidance != 1.0 and config is not None and not config.categories:
             raise ConfigError(f"guidance {guidance:g} needs a model with categories; this one is unconditional "
                               "(use 1)")
-        return replace(self, sampler=sampler, steps=int(steps), schedule=schedule, guidance=float(guidance))
+        interval = self.guidance_interval
+        if interval is None:
+            interval = getattr(config, "guidance_interval", (0.0, 1.0)) if config is not None else (0.0, 1.0)
+        return replace(self, sampler=sampler, steps=int(steps), schedule=schedule, guidance=float(guidance),
+                       guidance_interval=check_interval(interval))
 
     def sampler_kwargs(self) -> dict[str, float]:
         return {} if self.eta is None else {"eta": float(self.eta)}
@@ -103,19 +109,25 @@ def _labels(backend: Backend, category: str | None | Sequence[str | None], n: in
     return np.array([config.category_index(str(c)) for c in cats], dtype=np.int64)
 
 
-def guided(backend: Backend, labels: np.ndarray | None, scale: float) -> Denoiser:
+def guided(backend: Backend, labels: np.ndarray | None, scale: float,
+           interval: tuple[float, float] = (0.0, 1.0)) -> Denoiser:
     """The backend's denoiser for ``labels``, with classifier-free guidance when ``scale`` > 1.
 
-    Each call runs the conditional and the unconditional (category -1) prediction in one batch and returns
-    ``v_uncond + scale * (v_cond - v_uncond)``: the sound pushed further towards its category. Without
-    categories, or at scale 1, it is the plain denoiser.
+    A guided call runs the conditional and the unconditional (category -1) prediction in one batch and
+    returns ``v_uncond + scale * (v_cond - v_uncond)``: the sound pushed further towards its category. It
+    applies where the diffusion time is within ``interval`` (inclusive); elsewhere a call is the plain
+    conditional one, at half the cost. Without categories, or at scale 1, it is the plain denoiser.
     """
+    plain = backend.denoiser(labels)
     if labels is None or scale == 1.0:
-        return backend.denoiser(labels)
+        return plain
     labels = np.asarray(labels, dtype=np.int64)
     both = backend.denoiser(np.concatenate([labels, np.full_like(labels, -1)]))
+    low, high = interval
 
     def denoise(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        if not low <= float(t[0]) <= high:  # samplers give every item the same time
+            return plain(x, t)
         n = x.shape[0]
         v = np.asarray(both(np.concatenate([x, x]), np.concatenate([t, t])))
         cond, uncond = v[:n], v[n:]
@@ -149,7 +161,7 @@ def generate(
     labels = _labels(backend, category, len(seeds))
     noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
     ts = make_schedule(opts.schedule, opts.steps)
-    out = sample(opts.sampler, guided(backend, labels, opts.guidance), noise, ts, rngs, callback=progress,
+    out = sample(opts.sampler, guided(backend, labels, opts.guidance, opts.guidance_interval), noise, ts, rngs, callback=progress,
                  cancel=cancel, **opts.sampler_kwargs())
     return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
 
@@ -190,7 +202,7 @@ def variation(
     noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
     ts = make_schedule(opts.schedule, steps, t_start=float(strength))
     x = noise_to(x0, ts[0], noise)
-    out = sample(opts.sampler, guided(backend, labels, opts.guidance), x, ts, rngs, callback=progress,
+    out = sample(opts.sampler, guided(backend, labels, opts.guidance, opts.guidance_interval), x, ts, rngs, callback=progress,
                  cancel=cancel, **opts.sampler_kwargs())
     return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
 

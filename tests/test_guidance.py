@@ -94,7 +94,10 @@ def test_config_checks_guidance_and_level_cond():
         tiny_config(guidance=2.0)
     with pytest.raises(ConfigError, match="level_cond must be true or false, got 'yes'"):
         tiny_config(level_cond="yes")
-    config = tiny_config(categories=CATS, level_cond=True, guidance=2.5)
+    for bad in ((0.5,), (0.2, 1.5), ("low", "high"), 0.5):
+        with pytest.raises(ConfigError, match="guidance_interval must be two times low < high in 0..1"):
+            tiny_config(categories=CATS, guidance_interval=bad)
+    config = tiny_config(categories=CATS, level_cond=True, guidance=2.5, guidance_interval=(0.1, 0.8))
     assert type(config).from_json(config.to_json()) == config
 
 
@@ -192,6 +195,21 @@ def test_guided_denoiser_extrapolates_from_the_unconditional_prediction():
     assert fake.batches[-1] == [1]
 
 
+def test_guidance_applies_only_inside_its_interval():
+    fake = _FakeBackend()
+    denoise = guided(fake, np.array([1]), 3.0, (0.2, 0.8))
+    x = np.zeros((1, 2, 8), np.float32)
+    outside_high = denoise(x, np.array([0.9], np.float32))
+    inside = denoise(x, np.array([0.5], np.float32))
+    edge = denoise(x, np.array([0.2], np.float32))  # the interval is inclusive
+    outside_low = denoise(x, np.array([0.1], np.float32))
+    np.testing.assert_allclose(outside_high, 1.0)
+    np.testing.assert_allclose(outside_low, 1.0)
+    np.testing.assert_allclose(inside, 5.0)
+    np.testing.assert_allclose(edge, 5.0)
+    assert fake.batches == [[1], [1, -1], [1, -1], [1]]  # outside, one plain call of the batch's size
+
+
 def test_sampling_options_take_the_models_guidance_unless_chosen():
     rec = tiny_config(categories=CATS, guidance=2.0)
     assert SamplingOptions().resolved(rec).guidance == 2.0
@@ -201,6 +219,11 @@ def test_sampling_options_take_the_models_guidance_unless_chosen():
         SamplingOptions(guidance=25).resolved(rec)
     with pytest.raises(ConfigError, match="guidance 3 needs a model with categories"):
         SamplingOptions(guidance=3).resolved(tiny_config())
+    windowed = tiny_config(categories=CATS, guidance=2.0, guidance_interval=(0.1, 0.8))
+    assert SamplingOptions().resolved(windowed).guidance_interval == (0.1, 0.8)
+    assert SamplingOptions(guidance_interval=(0, 1)).resolved(windowed).guidance_interval == (0.0, 1.0)
+    with pytest.raises(ConfigError, match=r"guidance_interval must be two times low < high in 0\.\.1, got \(0\.8, 0\.1\)"):
+        SamplingOptions(guidance_interval=(0.8, 0.1)).resolved(windowed)
 
 
 def test_generate_and_variation_use_guidance_and_stay_deterministic():
@@ -233,7 +256,10 @@ def test_cli_generate_takes_guidance_and_writes_it_in_the_recipe(tmp_path, capsy
     assert main(base) == 0
     assert "guidance 2" in capsys.readouterr().out
     sidecars = sorted(out.rglob("dd_*.json"))
-    assert json.loads(sidecars[0].read_text())["recipe"]["guidance"] == 2.0
+    recipe = json.loads(sidecars[0].read_text())["recipe"]
+    assert (recipe["guidance"], recipe["guidance_interval"]) == (2.0, [0.0, 1.0])
+    assert main(base + ["--guidance-interval", "0.2", "0.9", "--seed", "9"]) == 0
+    assert "guidance 2 for t in [0.2, 0.9]" in capsys.readouterr().out
     assert main(base + ["--guidance", "30"]) == 2
     assert "guidance must be a number in 1..20" in capsys.readouterr().err
 
