@@ -164,8 +164,7 @@ def run(args: argparse.Namespace) -> int:
     if args.recipe_stage == 2:
         # what the shipped model recommends (sampler, steps, guidance) was measured after training; a resumed
         # run exports with the recipe's current values
-        if replace(trainer.config, sampler=None, steps=None, guidance=1.0) != replace(
-                DEFAULT_CONFIG, sampler=None, steps=None, guidance=1.0):
+        if not _same_network(trainer.config, DEFAULT_CONFIG):
             raise ConfigError(f"'{run_dir}' holds another model than the default recipe's stage 2")
         trainer.config = DEFAULT_CONFIG
     print(f"training '{trainer.config.name}' on {trainer.source.describe()}; run folder {run_dir}")
@@ -179,6 +178,15 @@ def run(args: argparse.Namespace) -> int:
     elif args.recipe_stage and result.reason != "done":
         print(f"stage {args.recipe_stage} of 2 is not finished; run the same command again to resume it")
     return 130 if result.reason == "interrupted" else 0
+
+
+def _same_network(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether two configs describe the same network and data, whatever their names, notes and recommendations."""
+    def core(c: ModelConfig) -> ModelConfig:
+        return replace(c, name="", notes="", license="", sampler=None, steps=None, guidance=1.0,
+                       guidance_interval=(0.0, 1.0))
+
+    return core(a) == core(b)
 
 
 def _checkpoint_step(path: Path) -> int:
@@ -267,8 +275,7 @@ def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, nam
             config, state = add_level_cond(config, state, seed=seed)
             print(f"added per-level conditioning to '{config.name}' (new maps start at zero)")
     if args.recipe_stage == 2:
-        if replace(config, name=DEFAULT_CONFIG.name) != replace(DEFAULT_CONFIG, sampler=config.sampler,
-                                                               steps=config.steps, guidance=config.guidance):
+        if not _same_network(config, DEFAULT_CONFIG):
             raise ConfigError(f"'{STAGE1_EXPORT}' is not the recipe's stage-1 model; remove it to train stage 1")
         config = DEFAULT_CONFIG
     if args.guidance is not None:

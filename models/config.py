@@ -181,6 +181,7 @@ class ModelConfig:
         d = asdict(self)
         d["c_mults"] = list(self.c_mults)
         d["categories"] = list(self.categories)
+        d["guidance_interval"] = list(self.guidance_interval)
         return d
 
     def to_json(self) -> str:
