@@ -125,8 +125,11 @@ def test_velocity_sets_the_gain(rig, recorder):
         for velocity in (127, 64):
             audio, _ = hit_and_record(rig, recorder, 38, velocity)
             sample = rig.rack.pad(38).current.audio
-            sample = sample[onset(sample):]
-            heard = audio[onset(audio):]
+            # the gain is one factor for the whole sound: its first 100 ms show it, and a JACK period skipped
+            # under load later in the take (which shifts the rest of the recording) cannot hide it
+            head = int(0.1 * RATE)
+            sample = sample[onset(sample):][:head]
+            heard = audio[onset(audio):][:head]
             gain = MASTER * (velocity / 127) ** 2
             assert matching(heard, sample * gain) > 0.9, f"velocity {velocity} is not heard at gain {gain}"
             other = MASTER * (127 / 127 if velocity == 64 else (64 / 127) ** 2)
