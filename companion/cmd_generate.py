@@ -89,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
         "model": config.name, "model_hash": backend.model_hash, "backend": backend.kind,
         "sampler": options.sampler, "steps": options.steps, "schedule": options.schedule,
         "eta": options.eta, "guidance": options.guidance,
-        "guidance_interval": list(options.guidance_interval or (0.0, 1.0)), "category": args.category,
+        "guidance_interval": list(options.guidance_interval), "category": args.category,
         "model_rate": config.sample_rate,
     }
-    low, high = options.guidance_interval or (0.0, 1.0)
+    low, high = options.guidance_interval
     guided = "" if options.guidance == 1.0 else f", guidance {options.guidance:g}" + (
         f" for t in [{low:g}, {high:g}]" if (low, high) != (0.0, 1.0) else "")
     print(f"model {config.name} on {backend.kind}/{backend.device}, {options.sampler} x {options.steps} steps{guided}")

@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from export.providers import ProviderChoice, choose_provider, create_session
-from models.backend import Denoiser, describe_common
+from models.backend import Denoiser, check_labels, describe_common
 from models.config import ModelConfig
 from models.errors import CheckpointError, ConfigError, DDError, LengthError
 from models.known_models import file_sha256
@@ -130,16 +130,7 @@ class OrtBackend:
     def denoiser(self, labels: np.ndarray | None) -> Denoiser:
         """Bind category labels (or None for unconditional models) into a NumPy denoiser."""
         config = self.config
-        label_array = None
-        if config.categories:
-            if labels is None:
-                raise ConfigError(f"model '{config.name}' needs a category: one of {list(config.categories)}")
-            label_array = np.asarray(labels, dtype=np.int64)
-            if label_array.ndim > 1 or np.any(label_array < -1) or np.any(label_array >= config.n_categories):
-                raise ConfigError(f"labels must be category indices in 0..{config.n_categories - 1} "
-                                  f"(or -1: no category), got {np.asarray(labels).tolist()}")
-        elif labels is not None and any(label is not None for label in np.atleast_1d(labels)):
-            raise ConfigError(f"model '{config.name}' is unconditional; it takes no category")
+        label_array = check_labels(config, labels)
         session = self.session
 
         def denoise(x: np.ndarray, t: np.ndarray) -> np.ndarray:

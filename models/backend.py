@@ -52,6 +52,21 @@ def describe_common(backend: Backend) -> dict[str, Any]:
     }
 
 
+def check_labels(config: ModelConfig, labels: np.ndarray | None) -> np.ndarray | None:
+    """Category labels for a denoiser as int64 (None for unconditional models); -1 is "no category"."""
+    if not config.categories:
+        if labels is not None and any(label is not None for label in np.atleast_1d(labels)):
+            raise ConfigError(f"model '{config.name}' is unconditional; it takes no category")
+        return None
+    if labels is None:
+        raise ConfigError(f"model '{config.name}' needs a category: one of {list(config.categories)}")
+    label_array = np.asarray(labels, dtype=np.int64)
+    if label_array.ndim > 1 or np.any(label_array < -1) or np.any(label_array >= config.n_categories):
+        raise ConfigError(f"labels must be category indices in 0..{config.n_categories - 1} "
+                          f"(or -1: no category), got {np.asarray(labels).tolist()}")
+    return label_array
+
+
 def available_backends() -> list[str]:
     return [name for name in ("torch", "onnxruntime") if importlib.util.find_spec(name) is not None]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -15,6 +16,15 @@ CLASS_FEATURES = 16  # width of the learned per-category embedding, when the mod
 COND_FEATURES = 128  # width of the shared time + category embedding of level-conditioned models
 MAX_GUIDANCE = 20.0  # largest classifier-free guidance scale accepted
 PATCHES = (1, 2, 4, 8, 16)  # allowed patch sizes (the project's own models; Harmonai's are all 1)
+
+
+def check_guidance(value: Any, has_categories: bool) -> float:
+    """A classifier-free guidance scale in 1..MAX_GUIDANCE (1 = none); above 1 only for models with categories."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 1.0 <= value <= MAX_GUIDANCE:
+        raise ConfigError(f"guidance must be a number in 1..{MAX_GUIDANCE:g} (1 = none), got {value!r}")
+    if value != 1.0 and not has_categories:
+        raise ConfigError(f"guidance {value:g} needs a model with categories; this one is unconditional (use 1)")
+    return float(value)
 
 
 def check_interval(value: Any) -> tuple[float, float]:
@@ -101,12 +111,7 @@ class ModelConfig:
                 0.0 <= self.fade_out_ms <= 1000.0):  # fmt: skip
             raise ConfigError(f"fade_out_ms must be a number of milliseconds in 0..1000, got {self.fade_out_ms!r}")
         object.__setattr__(self, "fade_out_ms", float(self.fade_out_ms))
-        if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not (
-                1.0 <= self.guidance <= MAX_GUIDANCE):  # fmt: skip
-            raise ConfigError(f"guidance must be a number in 1..{MAX_GUIDANCE:g} (1 = none), got {self.guidance!r}")
-        object.__setattr__(self, "guidance", float(self.guidance))
-        if self.guidance > 1.0 and not self.categories:
-            raise ConfigError(f"guidance {self.guidance:g} needs a model with categories; this one has none")
+        object.__setattr__(self, "guidance", check_guidance(self.guidance, bool(self.categories)))
         object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
         if not isinstance(self.level_cond, bool):
             raise ConfigError(f"level_cond must be true or false, got {self.level_cond!r}")

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from models.backend import Backend, Denoiser
-from models.config import MAX_GUIDANCE, check_interval
+from models.config import check_guidance, check_interval
 from models.errors import ConfigError, LengthError
 from models.finish import finish
 from models.samplers import DEFAULT_SAMPLER, get_sampler, invert, noise_to, sample, slerp
@@ -79,16 +79,11 @@ class SamplingOptions:
         guidance = self.guidance
         if guidance is None:
             guidance = getattr(config, "guidance", 1.0) if config is not None else 1.0
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float, np.floating)) or not (
-                1.0 <= float(guidance) <= MAX_GUIDANCE):  # fmt: skip
-            raise ConfigError(f"guidance must be a number in 1..{MAX_GUIDANCE:g} (1 = none), got {guidance!r}")
-        if guidance != 1.0 and config is not None and not config.categories:
-            raise ConfigError(f"guidance {guidance:g} needs a model with categories; this one is unconditional "
-                              "(use 1)")
+        guidance = check_guidance(guidance, config is None or bool(config.categories))
         interval = self.guidance_interval
         if interval is None:
             interval = getattr(config, "guidance_interval", (0.0, 1.0)) if config is not None else (0.0, 1.0)
-        return replace(self, sampler=sampler, steps=int(steps), schedule=schedule, guidance=float(guidance),
+        return replace(self, sampler=sampler, steps=int(steps), schedule=schedule, guidance=guidance,
                        guidance_interval=check_interval(interval))
 
     def sampler_kwargs(self) -> dict[str, float]:
@@ -161,8 +156,8 @@ def generate(
     labels = _labels(backend, category, len(seeds))
     noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
     ts = make_schedule(opts.schedule, opts.steps)
-    out = sample(opts.sampler, guided(backend, labels, opts.guidance, opts.guidance_interval), noise, ts, rngs, callback=progress,
-                 cancel=cancel, **opts.sampler_kwargs())
+    denoise = guided(backend, labels, opts.guidance, opts.guidance_interval)
+    out = sample(opts.sampler, denoise, noise, ts, rngs, callback=progress, cancel=cancel, **opts.sampler_kwargs())
     return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
 
 
@@ -202,8 +197,8 @@ def variation(
     noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
     ts = make_schedule(opts.schedule, steps, t_start=float(strength))
     x = noise_to(x0, ts[0], noise)
-    out = sample(opts.sampler, guided(backend, labels, opts.guidance, opts.guidance_interval), x, ts, rngs, callback=progress,
-                 cancel=cancel, **opts.sampler_kwargs())
+    denoise = guided(backend, labels, opts.guidance, opts.guidance_interval)
+    out = sample(opts.sampler, denoise, x, ts, rngs, callback=progress, cancel=cancel, **opts.sampler_kwargs())
     return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
 
 

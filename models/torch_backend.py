@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.backend import Denoiser, describe_common
+from models.backend import Denoiser, check_labels, describe_common
 from models.checkpoints import LoadedWeights, build_model, load_weights
 from models.config import ModelConfig
 from models.errors import ConfigError
@@ -73,17 +73,8 @@ class TorchBackend:
 
     def denoiser(self, labels: np.ndarray | None) -> Denoiser:
         """Bind category labels (or None for unconditional models) into a NumPy denoiser."""
-        label_tensor = None
-        if self.config.categories:
-            if labels is None:
-                raise ConfigError(f"model '{self.config.name}' needs a category: one of {list(self.config.categories)}")
-            label_array = np.asarray(labels, dtype=np.int64)
-            if label_array.ndim > 1 or np.any(label_array < -1) or np.any(label_array >= self.config.n_categories):
-                raise ConfigError(f"labels must be category indices in 0..{self.config.n_categories - 1} "
-                                  f"(or -1: no category), got {np.asarray(labels).tolist()}")
-            label_tensor = torch.as_tensor(label_array, device=self.torch_device)
-        elif labels is not None and any(label is not None for label in np.atleast_1d(labels)):
-            raise ConfigError(f"model '{self.config.name}' is unconditional; it takes no category")
+        label_array = check_labels(self.config, labels)
+        label_tensor = None if label_array is None else torch.as_tensor(label_array, device=self.torch_device)
 
         def denoise(x: np.ndarray, t: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
