@@ -30,6 +30,7 @@ from companion.padmap import default_config
 from companion.pool import Pool
 from companion.settings import Settings, describe, load_settings, save_settings, settings_path
 from models.backend import BACKENDS
+from models.config import MAX_GUIDANCE
 from models.samplers import DEFAULT_SAMPLER, SAMPLERS
 from osc_protocol.server import OscServer
 
@@ -38,7 +39,7 @@ log = logging.getLogger("dd.serve")
 # flag dest -> settings key (every flag defaults to None: "not given, keep the file's value")
 _FLAGS = ("folder", "osc_host", "osc_port", "reply_port", "allow", "model", "backend", "device", "precision",
           "rate", "format", "pool_size", "pool_categories", "max_per_category", "batch_size", "queue_limit",
-          "steps", "sampler", "seconds", "seed", "live", "midi_port", "audio_device")
+          "steps", "sampler", "guidance", "seconds", "seed", "live", "midi_port", "audio_device")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queue-limit", type=int, help="most live jobs queued or running (default 16)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the sampler's own)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"sampler (default: the model's recommended one, else {DEFAULT_SAMPLER})")
+    p.add_argument("--guidance", type=float, metavar="W", help=f"classifier-free guidance scale, 1..{MAX_GUIDANCE:g} "
+                   "(1 = none; default: the model's recommendation)")
     p.add_argument("--seconds", type=float, help="length of new samples (default: the model's window)")
     p.add_argument("--seed", type=int, help="seed when a request names none (default -1 = random)")
     p.add_argument("--midi", dest="midi_port", metavar="PORT", help="MIDI input port (name prefix; implies "

@@ -62,7 +62,8 @@ class Priority(IntEnum):
 @dataclass(frozen=True)
 class GenerateRequest:
     """New sounds of ``category``. ``seed`` None uses the ``seed`` parameter (random when -1); item k
-    gets seed+k. ``sampler``/``steps``/``seconds`` None use the parameters. ``fresh`` skips the pool."""
+    gets seed+k. ``sampler``/``steps``/``guidance``/``seconds`` None use the parameters (and those left
+    unset, the model's recommendation). ``fresh`` skips the pool."""
 
     category: str | None = None
     count: int = 1
@@ -70,6 +71,7 @@ class GenerateRequest:
     sampler: str | None = None
     steps: int | None = None
     seconds: float | None = None
+    guidance: float | None = None
     fresh: bool = False
     origin: str = "api"
 
@@ -77,7 +79,8 @@ class GenerateRequest:
 @dataclass(frozen=True)
 class VariationRequest:
     """Variations of ``source``: an audio file, or ``"job:<id>"`` / ``"job:<id>:<item>"`` for an earlier
-    result. ``category`` None uses the one recorded in the source file, if the model has it."""
+    result. ``category`` None uses the one recorded in the source file, if the model has it. ``guidance``
+    None uses the parameter, as for :class:`GenerateRequest`."""
 
     source: str | Path
     strength: float | None = None
@@ -86,12 +89,14 @@ class VariationRequest:
     category: str | None = None
     sampler: str | None = None
     steps: int | None = None
+    guidance: float | None = None
     origin: str = "api"
 
 
 @dataclass(frozen=True)
 class MorphRequest:
-    """``frames`` sounds going from ``source_a`` to ``source_b`` (files or earlier results)."""
+    """``frames`` sounds going from ``source_a`` to ``source_b`` (files or earlier results); always unguided,
+    since the inversion that finds the sources' latents must be exact."""
 
     source_a: str | Path
     source_b: str | Path

@@ -3,8 +3,8 @@
 The file is ``user_config_dir("dd-companion")/settings.toml`` unless ``--config`` names another;
 ``.toml`` files are read with :mod:`tomllib`, ``.json`` files with :mod:`json`. Keys left out keep
 their defaults; unknown keys and bad values are errors naming the key and what is allowed, never
-silently ignored. Optional keys (``reply_port``, ``model``, ``rate``, ``steps``, ``sampler``, ``seconds``,
-``midi_port``, ``audio_device``, ``pads``) are "unset" when absent; TOML has no null, so they are
+silently ignored. Optional keys (``reply_port``, ``model``, ``rate``, ``steps``, ``sampler``, ``guidance``,
+``seconds``, ``midi_port``, ``audio_device``, ``pads``) are "unset" when absent; TOML has no null, so they are
 simply not written. Every key is a plain value except ``pads``, the live pad rack's configuration
 (:mod:`companion.padmap`), which the TOML file holds as a ``[pads]`` section.
 
@@ -25,6 +25,7 @@ from platformdirs import user_config_dir
 
 from companion.padmap import PadMapError, check_config
 from models.backend import BACKENDS
+from models.config import MAX_GUIDANCE
 from models.errors import DDError
 from models.generate import MAX_SEED
 from models.samplers import DEFAULT_SAMPLER, SAMPLERS
@@ -34,7 +35,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: JSON settings files still work
     tomllib = None  # type: ignore[assignment]
 
-PARAM_KEYS = ("steps", "sampler", "strength", "seconds", "pool_size", "batch_size", "seed", "audition")
+PARAM_KEYS = ("steps", "sampler", "guidance", "strength", "seconds", "pool_size", "batch_size", "seed", "audition")
 
 
 class SettingsError(DDError, ValueError):
@@ -80,6 +81,8 @@ SPECS: dict[str, Spec] = {
                   optional=True),
     "sampler": Spec(str, f"sampler name (unset = the model's recommended one, else {DEFAULT_SAMPLER})",
                     choices=tuple(SAMPLERS), optional=True),
+    "guidance": Spec(float, "classifier-free guidance scale, 1 = none (unset = the model's recommendation; "
+                     "above 1 only for models with categories)", 1.0, MAX_GUIDANCE, optional=True),
     "strength": Spec(float, "default variation strength", 0.0, 1.0, low_open=True),
     "seconds": Spec(float, "length of new samples (unset = the model's window)", 0.05, 60.0, optional=True),
     "pool_size": Spec(int, "samples kept pre-rendered per category (0 = no pool)", 0, 64),
@@ -103,6 +106,7 @@ class Params:
 
     steps: int | None = None
     sampler: str | None = None
+    guidance: float | None = None  # None: the loaded model's recommendation
     strength: float = 0.5
     seconds: float | None = None
     pool_size: int = 2

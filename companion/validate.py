@@ -33,6 +33,7 @@ from companion.requests import (
 from companion.settings import PARAM_KEYS, Params, SettingsError, check_setting
 from companion.wavfile import WavError, read_recipe
 from models.audio_io import AudioFileError
+from models.config import MAX_GUIDANCE
 from models.errors import ConfigError, DDError, LengthError
 from models.generate import SamplingOptions, check_seed, random_seed
 from models.registry import resolve_model
@@ -52,7 +53,8 @@ def prepare(request: Request, model: ModelFacts | None, params: Params, results:
         count = _count(request.count, "count")
         seed = request.seed if generate else None
         seeds, random = _seeds(seed, count, params)
-        options = _options(request.sampler if generate else None, request.steps if generate else None, params, model)
+        options = _options(request.sampler if generate else None, request.steps if generate else None, params, model,
+                           request.guidance if generate else None)
         seconds = request.seconds if generate and request.seconds is not None else params.seconds
         return Plan("generate" if generate else "refill", Priority.LIVE if generate else Priority.BACKGROUND,
                     category=_category(model, request.category), seeds=seeds, options=options,
@@ -65,14 +67,14 @@ def prepare(request: Request, model: ModelFacts | None, params: Params, results:
             raise OutOfRangeError(f"strength must be in (0, 1], got {strength!r}")
         seeds, random = _seeds(request.seed, _count(request.count, "count"), params)
         return Plan("variation", Priority.LIVE, category=_source_category(model, request.category, source),
-                    seeds=seeds, options=_options(request.sampler, request.steps, params, model), sources=(source,),
-                    strength=float(strength), random_seeds=random)
+                    seeds=seeds, options=_options(request.sampler, request.steps, params, model, request.guidance),
+                    sources=(source,), strength=float(strength), random_seeds=random)
     if isinstance(request, MorphRequest):
         frames = request.frames
         if isinstance(frames, bool) or not isinstance(frames, int) or not 2 <= frames <= MAX_FRAMES:
             raise OutOfRangeError(f"frames must be an integer in 2..{MAX_FRAMES}, got {frames!r}")
         a, b = _source(request.source_a, results), _source(request.source_b, results)
-        options = _options(None, request.steps, params, model)
+        options = _options(None, request.steps, params, model, 1.0)  # unguided: the inversion must be exact
         if options.steps < 2:
             raise OutOfRangeError(f"a morph needs steps in 2..1000, got {options.steps}")
         return Plan("morph", Priority.LIVE, category=_source_category(model, request.category, a),
@@ -110,12 +112,19 @@ def _seeds(seed: int | None, count: int, params: Params) -> tuple[tuple[int, ...
     return tuple((first + k) % (2**31) for k in range(count)), False
 
 
-def _options(sampler: str | None, steps: int | None, params: Params, facts: ModelFacts | None) -> SamplingOptions:
+def _options(sampler: str | None, steps: int | None, params: Params, facts: ModelFacts | None,
+             guidance: float | None = None) -> SamplingOptions:
+    """The request's sampling, else the live parameters', else the model's recommendation (guidance too)."""
     steps = params.steps if steps is None else steps
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000):
         raise OutOfRangeError(f"steps must be an integer in 1..1000, got {steps!r}")
+    if guidance is None and (facts is None or facts.categories):  # an unconditional model has nothing to guide
+        guidance = params.guidance
+    if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, int | float)
+                                 or not 1.0 <= guidance <= MAX_GUIDANCE):
+        raise OutOfRangeError(f"guidance must be a number in 1..{MAX_GUIDANCE:g} (1 = none), got {guidance!r}")
     try:
-        return SamplingOptions(sampler or params.sampler, steps).resolved(facts)
+        return SamplingOptions(sampler or params.sampler, steps, guidance=guidance).resolved(facts)
     except ConfigError as exc:
         raise RequestRejected(str(exc)) from None
 
@@ -205,15 +214,21 @@ def check_param(name: str, value: Any, model: ModelFacts | None) -> Any:
             model.length_for_seconds(value)
         except DDError as exc:
             raise SettingsError(str(exc), "out_of_range") from None
+    if name == "guidance" and value not in (None, 1.0) and model is not None and not model.categories:
+        raise SettingsError(f"guidance {value:g} needs a model with categories; model '{model.name}' is "
+                            "unconditional (it renders unguided: use 1)", "bad_config")
     return value
 
 
 def param_value(params: Params, name: str, model: ModelFacts | None, batch_size: int) -> int | float | str:
-    """A live parameter as it takes effect: the sampler's steps, the model's seconds, the auto batch size."""
+    """A live parameter as it takes effect: the sampler's steps, the model's seconds and guidance (always 1 for
+    an unconditional model), the auto batch size."""
     if name not in PARAM_KEYS:
         raise SettingsError(f"unknown setting {name!r}; settings are: {', '.join(PARAM_KEYS)}", "unknown_param")
     if name in ("steps", "sampler") and (params.steps is None or params.sampler is None):
         return getattr(SamplingOptions(params.sampler, params.steps).resolved(model), name)
+    if name == "guidance" and (params.guidance is None or (model is not None and not model.categories)):
+        return model.guidance if model else 1.0
     if name == "seconds" and params.seconds is None:
         return round(model.seconds, 6) if model else 0.0
     if name == "batch_size":

@@ -64,6 +64,8 @@ def job_view(event: JobEvent) -> JobView:
     recipe = ""
     if options is not None:
         recipe = f"{options.sampler} x {options.steps}"
+        if options.guidance not in (None, 1.0):
+            recipe += f", guidance {options.guidance:g}"
         if plan.strength is not None:
             recipe += f", strength {plan.strength:g}"
     if plan.kind == "load":
@@ -163,7 +165,8 @@ class Bridge(QObject):
                        sample.audio if sample else None, pad.error)
 
     def status(self) -> dict[str, Any]:
-        """Model, backend, OSC endpoint, MIDI, audio and the last error, as display strings."""
+        """Model, backend, OSC endpoint, MIDI, audio and the last error, as display strings; the guidance in
+        effect, as a number."""
         engine = self.companion.engine
         st = engine.status()
         host, port = self.companion.server.address
@@ -172,6 +175,7 @@ class Bridge(QObject):
             "runtime": st.runtime,
             "engine": st.state,
             "queued": st.queued,
+            "guidance": engine.get_param("guidance"),  # in effect: the live parameter, else the model's
             "osc": f"udp://{host}:{port}",
             "midi": "off",
             "audio": "off",
@@ -200,16 +204,17 @@ class Bridge(QObject):
         self.error.emit(message)
 
     def generate(self, category: str | None, *, count: int = 1, seed: int | None = None, sampler: str | None = None,
-                 steps: int | None = None, seconds: float | None = None) -> int | None:
+                 steps: int | None = None, seconds: float | None = None, guidance: float | None = None) -> int | None:
         request = GenerateRequest(category, count=count, seed=seed, sampler=sampler, steps=steps, seconds=seconds,
-                                  fresh=True, origin="gui")
+                                  guidance=guidance, fresh=True, origin="gui")
         job = self._try("generate", lambda: self.companion.engine.submit(request))
         return job.id if job else None
 
     def vary(self, source: str | Path, *, strength: float | None = None, count: int = 1, seed: int | None = None,
-             category: str | None = None, sampler: str | None = None, steps: int | None = None) -> int | None:
+             category: str | None = None, sampler: str | None = None, steps: int | None = None,
+             guidance: float | None = None) -> int | None:
         request = VariationRequest(str(source), strength=strength, count=count, seed=seed, category=category,
-                                   sampler=sampler, steps=steps, origin="gui")
+                                   sampler=sampler, steps=steps, guidance=guidance, origin="gui")
         job = self._try("variation", lambda: self.companion.engine.submit(request))
         return job.id if job else None
 

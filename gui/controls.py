@@ -1,5 +1,5 @@
-"""Generation controls: model picker with metadata, category, sampler, steps, length, strength, seed,
-count; Generate, Vary a file (or a file dropped on the window), Morph between two pads."""
+"""Generation controls: model picker with metadata, category, sampler, steps, guidance, length, strength,
+seed, count; Generate, Vary a file (or a file dropped on the window), Morph between two pads."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from companion.cmd_models import describe_file
 from gui.bridge import Bridge, JobView
 from gui.pad_grid import label
+from models.config import MAX_GUIDANCE
 from models.generate import MAX_SEED
 from models.registry import installed_models
 from models.samplers import SAMPLERS
@@ -80,6 +81,16 @@ class GenerationPanel(QWidget):
         for name in sorted(SAMPLERS):
             self.sampler.addItem(name, name)
         self.steps = QSpinBox(minimum=0, maximum=1000, specialValueText="model's / sampler's")
+        guidance_row = QHBoxLayout()  # "default" shows the guidance in effect and sends none of its own
+        self.default_guidance = QCheckBox("default", checked=True)
+        self.default_guidance.setToolTip("the companion's guidance setting (--guidance, /dd/set guidance), "
+                                         "else the loaded model's recommendation")
+        self.guidance = QDoubleSpinBox(minimum=1.0, maximum=MAX_GUIDANCE, singleStep=0.5, decimals=2, enabled=False)
+        self.guidance.setToolTip("classifier-free guidance: 1 = none; higher = more typical of the category, "
+                                 "at twice the compute per guided step (not used by morphs)")
+        self.default_guidance.toggled.connect(self._guidance_default)
+        guidance_row.addWidget(self.default_guidance)
+        guidance_row.addWidget(self.guidance, 1)
         self.seconds = QDoubleSpinBox(minimum=0.0, maximum=60.0, singleStep=0.05, decimals=2, specialValueText="model's",
                                       suffix=" s")
         self.strength = QDoubleSpinBox(minimum=0.01, maximum=1.0, singleStep=0.05, decimals=2, value=0.5)
@@ -93,6 +104,7 @@ class GenerationPanel(QWidget):
         form.addRow("Category", self.category)
         form.addRow("Sampler", self.sampler)
         form.addRow("Steps", self.steps)
+        form.addRow("Guidance", guidance_row)
         form.addRow("Length", self.seconds)
         form.addRow("Variation strength", self.strength)
         form.addRow("Seed", seed_row)
@@ -131,6 +143,7 @@ class GenerationPanel(QWidget):
         self.model.activated.connect(self._model_chosen)
         bridge.model_changed.connect(lambda _facts: self.refresh_models())
         bridge.job_changed.connect(self._load_failed)
+        bridge.status_changed.connect(self._status)
 
     def _load_failed(self, view: JobView) -> None:
         if view.kind == "load" and view.event == "error":
@@ -167,6 +180,29 @@ class GenerationPanel(QWidget):
         self.category.addItems(list(facts.categories) if facts and facts.categories else [ANY])
         if current:
             self.category.setCurrentText(current)
+        self.refresh_guidance()
+
+    # ------------------------------------------------------------------ guidance
+
+    def refresh_guidance(self) -> None:
+        """An unconditional model has nothing to guide: the row stays on "default" (1); otherwise "default"
+        shows the guidance in effect (the companion's setting, else the model's recommendation)."""
+        facts = self.bridge.model()
+        guidable = facts is not None and bool(facts.categories)
+        if not guidable:
+            self.default_guidance.setChecked(True)
+        self.default_guidance.setEnabled(guidable)
+        if self.default_guidance.isChecked():
+            self.guidance.setValue(float(self.bridge.param("guidance")))
+
+    def _guidance_default(self, on: bool) -> None:
+        self.guidance.setEnabled(not on)
+        if on:
+            self.refresh_guidance()
+
+    def _status(self, status: dict) -> None:
+        if "guidance" in status and self.default_guidance.isChecked():  # e.g. /dd/set guidance from a DAW
+            self.guidance.setValue(float(status["guidance"]))
 
     def _model_chosen(self, index: int) -> None:
         data = self.model.itemData(index)
@@ -197,6 +233,7 @@ class GenerationPanel(QWidget):
             "seed": None if self.random_seed.isChecked() else self.seed.value(),
             "sampler": self.sampler.currentData(),
             "steps": self.steps.value() or None,
+            "guidance": None if self.default_guidance.isChecked() else self.guidance.value(),
         }
 
     def generate(self) -> int | None:

@@ -12,6 +12,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
 INT32_MAX = 2**31 - 1
 MAX_SUBSCRIPTIONS = 16
+MAX_GUIDANCE = 20.0  # models.config.MAX_GUIDANCE (this package imports nothing of the model's; a test checks)
 
 # Argument types: the OSC type tags "i" (int32), "f" (float32) and "s" (string), plus
 #   "param": a string naming a setting of PARAMS (unknown names get the code unknown_param);
@@ -272,6 +273,10 @@ _PARAMS = (
     Arg("steps", "i", "diffusion steps per sample (more: slower, cleaner)", low=1, high=1000),
     Arg("sampler", "s", "sampler name from the engine's sampler table (e.g. v-ddim, v-iplms); "
         "an unknown name gets `bad_config`"),
+    Arg("guidance", "f", "classifier-free guidance scale of new samples and variations (morphs stay unguided): "
+        "1 = none, higher = more typical of the category, at up to twice the compute. Until set, the loaded "
+        "model's recommendation; an unconditional model always renders unguided (above 1 gets `bad_config`). "
+        "A change empties the pre-render pool", low=1.0, high=MAX_GUIDANCE),
     Arg("strength", "f", "default variation strength: 0 keeps the source, 1 ignores it", low=0.0, high=1.0),
     Arg("seconds", "f", "length of new samples in seconds (the engine rounds it to what the model can make)",
         low=0.05, high=60.0),

@@ -82,12 +82,13 @@ def tiny_backend(seed: int = 0, **config_overrides):
     return TorchBackend(model, None, torch.device("cpu"), torch.float32, "tiny random network", "0" * 64)
 
 
-def save_tiny(path, categories=("kick", "snare", "clap"), name="tiny", seed=0):
-    """A tiny random model file (depth 4, 512 samples at 16 kHz): a few ms per step on one core."""
+def save_tiny(path, categories=("kick", "snare", "clap"), name="tiny", seed=0, **config):
+    """A tiny random model file (depth 4, 512 samples at 16 kHz): a few ms per step on one core. ``config``:
+    further ModelConfig fields (a recommended sampler, steps or guidance...)."""
     from models.checkpoints import save_model
     from models.network import DiffusionAttnUnet1D
 
     torch.manual_seed(seed)
     config = tiny_config(name=name, categories=categories, depth=4, c_mults=(8, 16, 16, 32), n_attn_layers=0,
-                         sample_size=512)
+                         sample_size=512, **config)
     return save_model(DiffusionAttnUnet1D(config), path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import threading
 import time
 
@@ -321,6 +322,61 @@ def test_live_parameters(make_engine):
     assert engine.submit(GenerateRequest("kick", count=2)).future.result(WAIT).seeds == (42, 43)
 
 
+def recipe_of(path):
+    return json.loads(path.with_suffix(".json").read_text())["recipe"]
+
+
+def test_live_guidance_applies_to_generations_and_variations_but_not_morphs(make_engine):
+    engine = make_engine()
+    seen = []
+    engine.backends[0].denoiser = lambda labels, inner=engine.backends[0].denoiser: seen.append(labels) or inner(labels)
+    assert engine.get_param("guidance") == 1.0  # the tiny model recommends none
+    plain = engine.submit(GenerateRequest("kick", seed=5)).future.result(WAIT)
+    assert engine.set_param("guidance", 3) == 3.0 and type(engine.params.guidance) is float
+    guided = engine.submit(GenerateRequest("kick", seed=5)).future.result(WAIT)
+    assert recipe_of(plain.paths[0])["guidance"] == 1.0 and recipe_of(guided.paths[0])["guidance"] == 3.0
+    assert np.abs(sf.read(guided.paths[0])[0] - sf.read(plain.paths[0])[0]).max() > 1e-3
+    assert any(labels is not None and -1 in labels for labels in seen)  # the unconditional half of the batch
+    var = engine.submit(VariationRequest(guided.paths[0], seed=1)).future.result(WAIT)
+    assert recipe_of(var.paths[0])["guidance"] == 3.0
+    own = engine.submit(GenerateRequest("kick", seed=5, guidance=2.5)).future.result(WAIT)  # a request's own wins
+    assert recipe_of(own.paths[0])["guidance"] == 2.5
+    seen.clear()
+    morph = engine.submit(MorphRequest(plain.paths[0], guided.paths[0], frames=2, steps=2))
+    assert morph.plan.options.guidance == 1.0
+    assert all(recipe_of(p)["guidance"] == 1.0 for p in morph.future.result(WAIT).paths)
+    assert not any(labels is not None and -1 in labels for labels in seen)  # morphs stay unguided
+
+
+@pytest.mark.parametrize(
+    "value, code, needle",
+    [(25, "out_of_range", "guidance must be in 1..20, got 25.0"), (0.5, "out_of_range", "guidance must be in 1..20"),
+     ("high", "bad_type", "guidance must be a finite number, got 'high'"),
+     (True, "bad_type", "guidance must be a finite number, got True")],
+)
+def test_bad_guidance_names_the_value_and_the_range(make_engine, value, code, needle):
+    engine = make_engine(start=False)
+    with pytest.raises(SettingsError, match=re.escape(needle)) as err:
+        engine.set_param("guidance", value)
+    assert err.value.code == code and engine.params.guidance is None
+    with pytest.raises(OutOfRangeError, match=r"guidance must be a number in 1\.\.20 \(1 = none\), got 30"):
+        engine.submit(GenerateRequest("kick", guidance=30))
+
+
+def test_an_unconditional_model_refuses_guidance_and_renders_unguided(make_engine, tmp_path):
+    engine = make_engine(guidance=4.0)
+    assert engine.get_param("guidance") == 4.0
+    plain = save_tiny(tmp_path / "plain.safetensors", categories=(), name="plain")
+    engine.submit(LoadModelRequest(plain)).future.result(WAIT)
+    assert engine.get_param("guidance") == 1.0  # the setting stays, for the next model with categories
+    result = engine.submit(GenerateRequest(seed=2)).future.result(WAIT)
+    assert recipe_of(result.paths[0])["guidance"] == 1.0
+    with pytest.raises(SettingsError, match="guidance 3 needs a model with categories; model 'plain' is "
+                       "unconditional") as err:
+        engine.set_param("guidance", 3)
+    assert err.value.code == "bad_config" and engine.set_param("guidance", 1) == 1.0
+
+
 def test_the_loaded_models_recommendation_is_the_default_sampler_and_steps(tmp_path):
     import torch
 
@@ -330,16 +386,17 @@ def test_the_loaded_models_recommendation_is_the_default_sampler_and_steps(tmp_p
     from tests.reference_nets import tiny_config
 
     torch.manual_seed(0)
-    model = save_model(DiffusionAttnUnet1D(tiny_config(categories=("kick",), sampler="v-ddim", steps=4)),
-                       tmp_path / "rec.safetensors")
+    model = save_model(DiffusionAttnUnet1D(tiny_config(categories=("kick",), sampler="v-ddim", steps=4,
+                                                       guidance=2.0)), tmp_path / "rec.safetensors")
     engine = Engine(SampleFolder(tmp_path / "out"), params=Params(pool_size=0))
     engine.load(model, device="cpu")
     engine.start()
     try:
-        assert (engine.get_param("sampler"), engine.get_param("steps")) == ("v-ddim", 4)
+        assert (engine.get_param("sampler"), engine.get_param("steps"), engine.get_param("guidance")) == \
+            ("v-ddim", 4, 2.0)
         result = engine.submit(GenerateRequest("kick", seed=1)).future.result(WAIT)
         recipe = json.loads(result.paths[0].with_suffix(".json").read_text())["recipe"]
-        assert (recipe["sampler"], recipe["steps"]) == ("v-ddim", 4)
+        assert (recipe["sampler"], recipe["steps"], recipe["guidance"]) == ("v-ddim", 4, 2.0)
         engine.set_param("sampler", "v-iplms")  # a choice of the user's: that sampler's own default steps
         assert engine.get_param("steps") == SAMPLERS["v-iplms"].default_steps
     finally:

@@ -7,6 +7,7 @@ gets: thumbnails drawn in pixels, WAV files behind drags, the settings file writ
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -186,6 +187,41 @@ def test_generate_lists_the_files_in_the_history(window, qtbot):
     row = history.tree.topLevelItem(0)
     assert row.text(1) == "generate" and "done" in row.text(3)
     assert [row.child(i).text(4) for i in range(2)] == ["seed 1234", "seed 1235"]
+
+
+def test_guidance_shows_the_value_in_effect_and_is_sent_with_the_windows_requests(window, qtbot, tmp_path):
+    controls, engine, history = window.controls, window.bridge.companion.engine, window.history
+    assert controls.default_guidance.isChecked() and not controls.guidance.isEnabled()
+    assert controls.guidance.value() == 1.0  # the tiny model recommends no guidance
+    engine.set_param("guidance", 2.5)  # as /dd/set guidance 2.5 from a DAW would
+    qtbot.waitUntil(lambda: controls.guidance.value() == 2.5, timeout=5_000)  # the status poll shows it
+
+    qtbot.mouseClick(controls.default_guidance, Qt.MouseButton.LeftButton)  # untick "default": my own scale
+    assert not controls.default_guidance.isChecked() and controls.guidance.isEnabled()
+    controls.guidance.setValue(3.0)
+    controls.category.setCurrentText("snare")
+    controls.generate_button.click()
+    qtbot.waitUntil(lambda: history.tree.topLevelItemCount() >= 1 and "done" in history.tree.topLevelItem(0).text(3),
+                    timeout=30_000)
+    row = history.tree.topLevelItem(0)
+    assert row.text(1) == "generate" and "guidance 3" in row.text(4)
+    path = Path(history.files()[0])
+    assert json.loads(path.with_suffix(".json").read_text())["recipe"]["guidance"] == 3.0
+    assert engine.get_param("guidance") == 2.5  # the window's own scale went with its request only
+
+    qtbot.mouseClick(controls.default_guidance, Qt.MouseButton.LeftButton)  # back to the value in effect
+    assert controls.guidance.value() == 2.5 and not controls.guidance.isEnabled()
+    engine.set_param("guidance", None)  # unset: a model's own recommendation shows once it is loaded
+    recommends = save_tiny(tmp_path / "recommends.safetensors", categories=tuple(CATEGORIES), name="recommends",
+                           guidance=2.0)
+    assert controls.load_model(recommends) is not None
+    qtbot.waitUntil(lambda: window.bridge.model().name == "recommends" and controls.guidance.value() == 2.0,
+                    timeout=30_000)
+    plain = save_tiny(tmp_path / "plain.safetensors", categories=(), name="plain")
+    assert controls.load_model(plain) is not None
+    qtbot.waitUntil(lambda: window.bridge.model().name == "plain", timeout=30_000)
+    qtbot.waitUntil(lambda: not controls.default_guidance.isEnabled(), timeout=5_000)
+    assert controls.default_guidance.isChecked() and controls.guidance.value() == 1.0  # nothing to guide
 
 
 def test_a_bad_request_is_shown_not_raised(window, qtbot):

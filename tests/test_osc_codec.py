@@ -232,6 +232,9 @@ CASES = [
     (("/dd/set", "steps", 12.5), "bad_type", "steps must be an integer"),
     (("/dd/set", "sampler", 3), "bad_type", "sampler must be a string"),
     (("/dd/set", "steps"), "missing_argument", "missing argument value"),
+    (("/dd/set", "guidance", 20.5), "out_of_range", "guidance must be in range 1..20, got 20.5"),
+    (("/dd/set", "guidance", 0.5), "out_of_range", "guidance must be in range 1..20, got 0.5"),
+    (("/dd/set", "guidance", "strong"), "bad_type", "guidance must be a number, got 'strong' (string)"),
     (("/dd/reply/subscribe", "127.0.0.1"), "missing_argument", "missing argument port"),
     (("/dd/reply/subscribe", 70000), "out_of_range", "port must be in range 1..65535"),
 ]
@@ -250,6 +253,7 @@ def test_refusals_name_the_value_and_what_is_allowed(message, code, text):
 def test_settings_are_typed_by_the_settings_table():
     assert dict(command("/dd/set", "steps", 50.0).args) == {"param": "steps", "value": 50}
     assert dict(command("/dd/set", "strength", 1).args) == {"param": "strength", "value": 1.0}
+    assert dict(command("/dd/set", "guidance", 3).args) == {"param": "guidance", "value": 3.0}
     assert dict(command("/dd/set", "sampler", "v-ddim").args) == {"param": "sampler", "value": "v-ddim"}
     assert dict(command("/dd/get", "seed").args) == {"param": "seed"}
 
@@ -288,6 +292,15 @@ def test_table_is_consistent():
     assert required <= set(REQUESTS)
     assert {"/dd/done", "/dd/progress", "/dd/error", "/dd/pong"} <= set(REPLIES)
     assert {"steps", "sampler", "strength", "seconds", "pool_size"} <= set(PARAMS)
+
+
+def test_the_settings_table_matches_the_engines_live_parameters():
+    from companion.settings import PARAM_KEYS, SPECS
+    from models.config import MAX_GUIDANCE
+
+    assert set(PARAMS) == set(PARAM_KEYS)
+    assert (PARAMS["guidance"].type, PARAMS["guidance"].low, PARAMS["guidance"].high) == ("f", 1.0, MAX_GUIDANCE)
+    assert (SPECS["guidance"].low, SPECS["guidance"].high) == (1.0, MAX_GUIDANCE)
 
 
 def test_every_error_code_the_code_raises_is_documented():

@@ -127,6 +127,24 @@ def test_new_steps_or_a_new_model_throw_the_pool_away(make_pool, tmp_path):
     assert recipe["model_hash"] == engine.model.model_hash
 
 
+def test_new_guidance_throws_the_pool_away_and_refills_it_guided(make_pool):
+    engine, pool = make_pool(pool_size=1)
+    wait_until(lambda: pool.counts()["kick"] == 1)
+    engine.set_param("guidance", 3)
+    wait_until(lambda: pool.counts()["kick"] == 1)
+    result = engine.submit(GenerateRequest("kick")).future.result(WAIT)
+    assert result.pooled == 1  # a pool still keyed by the old guidance would answer nothing
+    assert json.loads(result.paths[0].with_suffix(".json").read_text())["recipe"]["guidance"] == 3.0
+    wait_until(lambda: pool.counts()["snare"] == 1)  # a guidance-3 snare is ready
+    engine.set_param("guidance", 1)
+    stale = engine.submit(GenerateRequest("snare")).future.result(WAIT)  # never the guidance-3 one
+    assert json.loads(stale.paths[0].with_suffix(".json").read_text())["recipe"]["guidance"] == 1.0
+    wait_until(lambda: pool.counts()["snare"] == 1)
+    snare = engine.submit(GenerateRequest("snare")).future.result(WAIT)
+    assert snare.pooled == 1
+    assert json.loads(snare.paths[0].with_suffix(".json").read_text())["recipe"]["guidance"] == 1.0
+
+
 def test_a_live_request_pre_empts_a_refill(make_pool):
     engine, pool = make_pool(pool_size=1, categories=("kick",), delay=0.01, steps=300)
     wait_until(lambda: len(engine.backends[0].batches) > 2)  # a refill is rendering (~3 s in all)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import re
@@ -19,6 +20,7 @@ import companion.folder as folder_mod
 from companion.cmd_serve import Companion
 from companion.requests import GenerateRequest
 from companion.settings import Settings
+from companion.wavfile import read_recipe
 from osc_protocol.client import OscClient
 from tests.reference_nets import save_tiny
 
@@ -77,6 +79,9 @@ def test_generate_over_udp_gives_paths_to_readable_wavs(serve):
         (("/dd/set", "steps", 0), "out_of_range", "steps must be in range 1..1000, got 0"),
         (("/dd/set", "sampler", "euler"), "bad_config", "sampler must be one of"),
         (("/dd/set", "strength", 0.0), "out_of_range", "strength must be in (0, 1]"),
+        (("/dd/set", "guidance", 25.0), "out_of_range", "guidance must be in range 1..20, got 25.0"),
+        (("/dd/set", "guidance", 0), "out_of_range", "guidance must be in range 1..20, got 0.0"),
+        (("/dd/set", "guidance", "strong"), "bad_type", "guidance must be a number, got 'strong'"),
         (("/dd/get", "colour"), "unknown_param", "unknown setting 'colour'"),
         (("/dd/variation", "/no/such.wav"), "not_found", "source file '/no/such.wav' does not exist"),
         (("/dd/variation", "job:77"), "not_found", "job 77 has no result"),
@@ -215,6 +220,26 @@ def test_settings_status_and_broadcasts(serve):
         job = companion.engine.submit(GenerateRequest("clap", origin="midi"))  # a pad hit from MIDI
         _, args = listener.wait_for("/dd/done", job=job.id)
         assert Path(args[1]).parent.name == "Clap"
+
+
+def test_set_guidance_over_udp_guides_what_the_engine_renders(serve):
+    companion, client = serve()
+    assert client.request("/dd/get", "guidance") == ("/dd/param", ("guidance", 1.0))  # the model's: none
+    _, args = client.request("/dd/generate", "kick", 1, 1234, expect=("/dd/done",))
+    plain = Path(args[1])
+    assert client.request("/dd/set", "guidance", 3) == ("/dd/param", ("guidance", 3.0))
+    assert client.request("/dd/get", "guidance") == ("/dd/param", ("guidance", 3.0))
+    _, args = client.request("/dd/generate", "kick", 1, 1234, expect=("/dd/done",))
+    guided = Path(args[1])
+    for path, guidance in ((plain, 1.0), (guided, 3.0)):
+        assert read_recipe(path)["recipe"]["guidance"] == guidance  # the WAV's INFO chunk
+        assert json.loads(path.with_suffix(".json").read_text())["recipe"]["guidance"] == guidance  # the sidecar
+    assert abs(sf.read(guided)[0] - sf.read(plain)[0]).max() > 1e-3  # same seed, another sound
+    _, args = client.request("/dd/variation", str(guided), 0.5, 1, 7, expect=("/dd/done",))
+    assert read_recipe(args[1])["recipe"]["guidance"] == 3.0
+    _, args = client.request("/dd/morph", str(plain), str(guided), 2, expect=("/dd/done",))
+    assert [read_recipe(p)["recipe"]["guidance"] for p in args[1:]] == [1.0, 1.0]  # morphs stay unguided
+    assert companion.settings_in_effect().guidance == 3.0  # what --save-settings / the window's Save keep
 
 
 def _start_serve(folder, model, *extra, env=None):

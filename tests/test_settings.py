@@ -109,6 +109,29 @@ def test_check_setting_allows_unset_optional_keys_only():
     assert to_toml({"a": True, "b": [], "c": 1.0}).endswith("a = true\nb = []\nc = 1.0\n")
 
 
+def test_guidance_from_the_file_and_the_flag_round_trips_and_is_checked(tmp_path):
+    path = tmp_path / "settings.toml"
+    assert Settings().guidance is None and "guidance" in settings_mod.PARAM_KEYS  # unset: the model's
+    path.write_text("guidance = 2\n")
+    assert load_settings(path).guidance == 2.0 and type(load_settings(path).guidance) is float
+    settings = cmd_serve.settings_from_args(serve_args("--config", str(path), "--guidance", "3.5"))
+    assert settings.guidance == 3.5 and settings.params().guidance == 3.5  # the flag wins; a live parameter
+    save_settings(settings, path)
+    assert "guidance = 3.5" in path.read_text() and load_settings(path).guidance == 3.5
+    gui = build_parser().parse_args(["gui", "--config", str(path), "--guidance", "1"])
+    assert cmd_serve.settings_from_args(gui).guidance == 1.0
+    for text, needle, code in (("guidance = 21\n", "guidance must be in 1..20, got 21.0", "out_of_range"),
+                               ("guidance = 'strong'\n", "guidance must be a finite number, got 'strong'", "bad_type")):
+        path.write_text(text)
+        with pytest.raises(SettingsError) as err:
+            load_settings(path)
+        assert needle in str(err.value) and str(path) in str(err.value) and err.value.code == code
+    with pytest.raises(SettingsError, match=r"guidance must be in 1\.\.20, got 0\.5"):
+        cmd_serve.settings_from_args(serve_args("--config", str(tmp_path / "new.toml"), "--save-settings",
+                                                "--guidance", "0.5"))
+    assert "--guidance W" in build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+
+
 def test_every_setting_has_a_serve_flag_or_is_file_only():
     flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["serve"]._actions
              if isinstance(a, argparse.Action)}
