@@ -152,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
     name = _default_name(args, data)
     run_dir = args.run_dir or Path("runs") / name
     given = _given_options(args)
+    if args.recipe:
+        # a resumed recipe run follows the recipe as it is now (a recipe may be extended by more steps);
+        # flags given on the command line still win
+        given = {**args.recipe_options, **given}
     if (run_dir / CHECKPOINT_NAME).is_file() and not args.fresh:
         # the data given again on the command line is used (it may have moved); the run checks it matches
         data_path = data[1] if data is not None else None

@@ -344,3 +344,28 @@ def test_default_recipe_runs_its_two_stages_in_order(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="drop --init, --config, --data and --nsynth"):
         args = argparse.Namespace(init="x.ckpt", config=None, data=None, nsynth=None)
         cmd_train._recipe_stage(args)
+
+
+def test_an_extended_recipe_resumes_its_finished_run(tmp_path, monkeypatch, capsys):
+    """A recipe given more steps (and a later lr drop) continues its finished run from the checkpoint."""
+    from dataclasses import replace
+
+    from companion import cmd_train
+
+    run_dir, export = tmp_path / "runs" / "default", tmp_path / "runs" / "default" / "v1.safetensors"
+    monkeypatch.setattr(cmd_train, "STAGE1_RUN_DIR", str(run_dir))
+    monkeypatch.setattr(cmd_train, "STAGE1_EXPORT", str(export))
+    tiny = replace(synth_config(), sample_rate=RATE, sample_size=SIZE)
+    monkeypatch.setitem(cmd_train.CONFIGS, "default-v1", tiny)
+    recipe = dict(steps=2, lr=1e-3, batch_size=2, accum=1, seed=3, threads=1, device="cpu", checkpoint_every="0")
+    monkeypatch.setattr(cmd_train, "STAGE1_RECIPE", recipe)
+    assert main(["train", "--recipe", "default"]) == 0
+    first = safe_torch_load(run_dir / "last.ckpt")
+    assert first["step"] == 2 and export.is_file()
+    monkeypatch.setattr(cmd_train, "STAGE1_RECIPE", {**recipe, "steps": 4, "lr_drops": ((3, 1e-4),)})
+    capsys.readouterr()
+    assert main(["train", "--recipe", "default"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    second = safe_torch_load(run_dir / "last.ckpt")
+    assert second["step"] == 4 and [list(d) for d in second["options"]["lr_drops"]] == [[3, 1e-4]]
+    assert second["optimizer"]["param_groups"][0]["lr"] == 1e-4  # the drop the extension added took effect
