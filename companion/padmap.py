@@ -17,7 +17,7 @@ from models.errors import DDError
 
 BEHAVIOURS = ("new", "keep")  # a new sample on every hit | audition, then keep the sample
 MODIFIERS = ("regenerate", "variation", "lock_seed")
-PARAMS = ("steps", "strength", "seconds")
+PARAMS = ("steps", "strength", "seconds", "guidance")
 BINDING_TYPES = ("note", "cc")
 GRID = tuple(range(36, 52))
 HAT_GROUP = 1
@@ -52,6 +52,8 @@ def default_config() -> dict[str, Any]:
             {"type": "cc", "number": 105, "param": "steps", "low": 4, "high": 100},
             {"type": "cc", "number": 106, "param": "strength", "low": 0.05, "high": 1.0},
             {"type": "cc", "number": 107, "param": "seconds", "low": 0.1, "high": 2.0},
+            # 1 (none) to 5: past that, sounds of a small model over-shoot (see README, "The default model")
+            {"type": "cc", "number": 108, "param": "guidance", "low": 1.0, "high": 5.0},
         ],
         "kits": [],  # program change n selects kits[n]: {"name": str, "pads": {note: category}, "model": str}
     }

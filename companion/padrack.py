@@ -479,7 +479,7 @@ class PadRack:
                 self._event("error", message=str(exc))
                 continue
             self._event("param", param=name, value=now)
-        if {"steps", "seconds"} & set(values):  # stocked sounds were made with the old settings
+        if {"steps", "seconds", "guidance"} & set(values):  # stocked sounds were made with the old settings
             with self._lock:
                 locked = [p for p in self._pads.values() if p.locked_seed is not None]
                 for pad in self._pads.values():

@@ -69,6 +69,16 @@ def test_learn_binds_the_next_note_to_a_pad_and_the_next_cc_to_a_parameter(rack)
     wait(lambda: rack.engine.params.get("steps") == 100)  # the default map: 4..100
 
 
+def test_the_guidance_knob_sets_the_guidance_and_empties_the_stock(rack):
+    pad = rack.pad(36)
+    pad.stock.append(PadSample(np.zeros((64, 2), np.float32), "/x/old.wav", 1))
+    rack.handle(msg("control_change", control=108, value=127))  # the default map: CC 108, guidance 1..5
+    wait(lambda: rack.engine.params.get("guidance") == 5.0)
+    wait(lambda: not any(s.path == "/x/old.wav" for s in pad.stock))  # made with the old guidance
+    rack.handle(msg("control_change", control=108, value=0))
+    wait(lambda: rack.engine.params.get("guidance") == 1.0)
+
+
 def test_a_new_learn_cancels_the_previous_one_and_bad_targets_are_refused(rack):
     first = rack.learn("modifier:regenerate")
     second = rack.learn("modifier:variation")
