@@ -1,4 +1,4 @@
-"""The finish stage: DC removal, the model's end fade and the clip, alone and inside generation."""
+"""The finish stage: the start guard, DC removal, the model's end fade and full scale, alone and inside generation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import pytest
 
 from models.config import ModelConfig
 from models.errors import ConfigError
-from models.finish import fade_out, fade_samples, finish, remove_dc
+from models.finish import (
+    CEILING,
+    GUARD_RATIO,
+    fade_out,
+    fade_samples,
+    finish,
+    fit_full_scale,
+    guard_start,
+    remove_dc,
+)
 from models.generate import SamplingOptions, generate, variation
 from tests.reference_nets import tiny_backend
 
@@ -64,10 +73,56 @@ def test_fade_out_refuses_out_of_range_lengths(bad):
         fade_out(np.ones(100), RATE, bad)
 
 
-def test_finish_clips_to_full_scale_and_returns_float32():
-    x = np.concatenate([np.full(100, 3.0), np.full(100, -3.0)])
-    out = finish(x, RATE)
-    assert out.dtype == np.float32 and out.max() <= 1.0 and out.min() >= -1.0
+def test_finish_turns_a_sound_past_full_scale_down_instead_of_clipping_it():
+    t = np.arange(8192) / RATE
+    loud = 1.6 * np.sin(2 * np.pi * 220.0 * t) * np.exp(-t / 0.05)  # peaks at 1.6
+    out = finish(loud, RATE)
+    assert out.dtype == np.float32
+    assert abs(np.abs(out).max() - CEILING) < 1e-6 and CEILING == pytest.approx(10 ** (-0.1 / 20))
+    np.testing.assert_allclose(out, remove_dc(loud, RATE) * CEILING / np.abs(remove_dc(loud, RATE)).max(), atol=1e-6)
+    assert np.sum(np.abs(out) >= CEILING - 1e-6) == 1  # one peak, not a flat-topped (clipped) run
+    quiet = 0.5 * np.sin(2 * np.pi * 220.0 * t)
+    np.testing.assert_allclose(finish(quiet, RATE), remove_dc(quiet, RATE), atol=1e-6)  # within full scale: as is
+
+
+def test_the_start_guard_takes_the_window_edge_spike_and_keeps_a_real_attack():
+    t = np.arange(4096) / RATE
+    body = 0.5 * np.sin(2 * np.pi * 110.0 * t + 1.0) * np.exp(-t / 0.1)  # starts abruptly at 0.42
+    spiked = np.stack([body, body]).copy()
+    spiked[0, :3] = [1.7, 0.9, -0.8]  # what the network's window edge does to some sounds
+    out = guard_start(spiked, RATE)
+    n = int(round(0.2e-3 * RATE))
+    reference = np.abs(spiked[:, n:n + 88]).max()
+    assert np.abs(out[:, :n]).max() == pytest.approx(GUARD_RATIO * reference)
+    np.testing.assert_array_equal(out[:, n:], spiked[:, n:])  # nothing after the first 0.2 ms
+    np.testing.assert_array_equal(out[1], spiked[1])  # the other channel had no spike
+    hat = np.random.default_rng(1).standard_normal((2, 4096)) * np.exp(-t / 0.01)  # a real attack: loudest first
+    np.testing.assert_array_equal(guard_start(hat, RATE), hat)
+    short = np.ones(50)  # too short to have a reference: unchanged
+    np.testing.assert_array_equal(guard_start(short, RATE), short)
+    assert np.abs(finish(spiked, RATE)[:, :n]).max() < 0.7  # and finish runs it
+
+
+def test_the_start_guard_leaves_the_synthesizers_sounds_almost_alone():
+    from models import synth
+
+    sounds = [synth.synthesize(name, np.random.default_rng([5, i]), 16384, RATE)
+              for i, name in enumerate(synth.CATEGORIES * 3)]
+    changed = [float(np.abs(guard_start(s, RATE) - s).max()) for s in sounds]
+    assert sum(c > 0 for c in changed) <= 2 and max(changed) < 0.02
+
+
+def test_full_scale_is_fitted_per_item_so_the_batch_does_not_matter():
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((3, 2, 4096)) * np.array([0.1, 0.6, 1.0])[:, None, None]  # one quiet item
+    out = fit_full_scale(batch)
+    for i in range(3):
+        np.testing.assert_array_equal(fit_full_scale(batch[i]), out[i])
+    np.testing.assert_array_equal(out[0], batch[0])
+    assert np.abs(out[1:]).max(axis=(1, 2)) == pytest.approx([CEILING, CEILING])
+    # the channels of an item keep their balance: one gain for the whole item
+    assert np.abs(out[2, 0]).max() / np.abs(out[2, 1]).max() == pytest.approx(
+        np.abs(batch[2, 0]).max() / np.abs(batch[2, 1]).max())
 
 
 @pytest.mark.parametrize("bad", [-5, 1001, True, "50"])
