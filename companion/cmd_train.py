@@ -8,6 +8,7 @@ its last checkpoint left it; ``--fresh`` starts over (the old checkpoint is kept
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -173,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         trainer.config = DEFAULT_CONFIG
     print(f"training '{trainer.config.name}' on {trainer.source.describe()}; run folder {run_dir}")
     result = trainer.run()
-    print(f"{result.reason} at step {result.step} (loss {result.loss:.4f}, {result.seconds / 60:.1f} min)")
+    loss = f"loss {result.loss:.4f}, " if math.isfinite(result.loss) else ""  # no step taken: no loss
+    print(f"{result.reason} at step {result.step} ({loss}{result.seconds / 60:.1f} min)")
     print(f"checkpoint: {result.checkpoint}")
     if result.export:
         print(f"model: {result.export}")

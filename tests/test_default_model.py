@@ -12,7 +12,7 @@ from models.registry import DEFAULT_MODEL
 from models.synth import CATEGORIES
 
 RECOMMENDED = ("dpmpp-2m-sde", 30, 2.0, (0.0, 1.0))
-GUIDED_ACCURACY = 0.8  # measured: 10 of 10 guided, 6 of 10 unguided (seed 11, the model's sampling)
+GUIDED_ACCURACY = 0.8  # measured on dd-default-v3: 9 of 10 guided, 6 of 10 unguided (seed 11, the model's sampling)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def backend():
 
 def test_metadata_travels_with_the_weights(backend):
     config = backend.config
-    assert config.name == "dd-default-v2"
+    assert config.name == "dd-default-v3"
     assert config.level_cond  # stage 2 of the recipe: per-level conditioning
     assert config.sample_rate == 44100 and config.channels == 2
     assert config.categories == tuple(CATEGORIES)
