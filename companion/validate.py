@@ -33,7 +33,7 @@ from companion.requests import (
 from companion.settings import PARAM_KEYS, Params, SettingsError, check_setting
 from companion.wavfile import WavError, read_recipe
 from models.audio_io import AudioFileError
-from models.config import MAX_GUIDANCE
+from models.config import check_guidance
 from models.errors import ConfigError, DDError, LengthError
 from models.generate import SamplingOptions, check_seed, random_seed
 from models.registry import resolve_model
@@ -120,9 +120,11 @@ def _options(sampler: str | None, steps: int | None, params: Params, facts: Mode
         raise OutOfRangeError(f"steps must be an integer in 1..1000, got {steps!r}")
     if guidance is None and (facts is None or facts.categories):  # an unconditional model has nothing to guide
         guidance = params.guidance
-    if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, int | float)
-                                 or not 1.0 <= guidance <= MAX_GUIDANCE):
-        raise OutOfRangeError(f"guidance must be a number in 1..{MAX_GUIDANCE:g} (1 = none), got {guidance!r}")
+    if guidance is not None:
+        try:  # the range alone here, as out_of_range; whether the model can be guided is resolved() below
+            check_guidance(guidance, has_categories=True)
+        except ConfigError as exc:
+            raise OutOfRangeError(str(exc)) from None
     try:
         return SamplingOptions(sampler or params.sampler, steps, guidance=guidance).resolved(facts)
     except ConfigError as exc:
