@@ -7,6 +7,8 @@ port through rtmidi's JACK API; a JACK recorder in another process captures what
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -67,12 +69,15 @@ def settle(window):
     wait_for(lambda: rig.mixer.active_voices() == 0, 10, "earlier sounds ended")
 
 
-def record(qtbot, recorder, action, after=0.6):
-    """Record while ``action()`` runs, keeping the Qt event loop turning; the audio and the send index."""
+def record(qtbot, recorder, action, after=0.6, until=None):
+    """Record while ``action()`` runs, keeping the Qt event loop turning, until ``until()`` holds (when
+    given) and then ``after`` seconds more; the audio and the send index."""
     recorder.start()
     wait_for(lambda: recorder.refresh() > PERIOD * 4, 5, "recorder running")
     sent = recorder.index_of(recorder.now())
     action()
+    if until is not None:
+        qtbot.waitUntil(until, timeout=15_000)
     qtbot.wait(int(after * 1000))
     return recorder.stop().copy(), sent
 
@@ -134,8 +139,21 @@ def test_double_clicking_a_finished_sample_auditions_it(jwindow, qtbot, recorder
         qtbot.mouseClick(history.tree.viewport(), Qt.MouseButton.LeftButton, pos=where)
         qtbot.mouseDClick(history.tree.viewport(), Qt.MouseButton.LeftButton, pos=where)
 
-    audio, _ = record(qtbot, recorder, double_click)
-    _, fraction = heard(audio, expected, jwindow.bridge.rack.velocity_gain(100))
+    # the rack reads and resamples the file in its worker before it plays: on a loaded machine that took
+    # over half a second once, so the take runs until the rack says it started the sound, then 0.6 s on
+    rack = jwindow.bridge.rack
+    started = threading.Event()
+
+    def listener(kind, info):
+        if kind == "auditioned" and info.get("path") == str(path):
+            started.set()
+
+    rack.add_listener(listener)
+    try:
+        audio, _ = record(qtbot, recorder, double_click, until=started.is_set)
+    finally:
+        rack.remove_listener(listener)
+    _, fraction = heard(audio, expected, rack.velocity_gain(100))
     assert fraction > 0.9, f"{fraction:.0%} of the file was heard"
 
 
