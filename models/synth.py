@@ -369,8 +369,9 @@ def _cowbell(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
 def _shaker(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     env = _env(n, sr, rng.uniform(0.03, 0.12), attack=rng.uniform(0.001, 0.004), power=2.0)
     if rng.random() < 0.5:  # a second, softer grain: the shaker swung back
-        lag = int(rng.uniform(0.02, 0.06) * sr)
-        env[lag:] += rng.uniform(0.3, 0.7) * env[: n - lag]
+        lag, gain = int(rng.uniform(0.02, 0.06) * sr), rng.uniform(0.3, 0.7)
+        if lag < n:  # a window shorter than the lag (a tiny training window) has no room for it
+            env[lag:] += gain * env[: n - lag]
     a = _active(env)
     hp, lp = min(rng.uniform(3500.0, 9000.0), 0.35 * sr), min(rng.uniform(10000.0, 16000.0), 0.45 * sr)
     return _fit(_noise(rng, a, sr, lambda f: _hp(f, hp, 3) * _lp(f, lp), rho=rng.uniform(0.3, 0.8)) * env[:a], n)
