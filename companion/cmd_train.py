@@ -41,7 +41,7 @@ OPTION_FLAGS = {
     "gain_db": "gain_db", "checkpoint_every": "checkpoint_every", "demo_every": "demo_every",
     "demo_steps": "demo_steps", "export_every": "export_every", "half": "half", "max_minutes": "max_minutes",
     "device": "device", "precision": "precision", "threads": "threads", "t_sampling": "t_sampling",
-    "label_dropout": "label_dropout",
+    "label_dropout": "label_dropout", "distill_guidance": "distill_guidance",
 }
 
 
@@ -70,6 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, metavar="W",
                    help="the guidance scale the exported model recommends (1 = none; needs --label-dropout > 0 "
                         "in training)")
+    p.add_argument("--distill-guidance", type=float, metavar="W",
+                   help="guidance distillation: fine-tune an --init model (trained with label dropout) to give in "
+                        "one call what guidance W gave in two; the result samples about twice as fast and "
+                        "recommends no further guidance")
     p.add_argument("--sample-rate", type=int, help="model sample rate (from scratch), or the rate of a Harmonai "
                    ".ckpt not in the known table; files are resampled to it")
     p.add_argument("--sample-size", type=int, help="training window in samples (multiple of the model's factor)")
@@ -285,6 +289,9 @@ def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, nam
             raise ConfigError(f"'{STAGE1_EXPORT}' is not the recipe's stage-1 model; remove it to train stage 1")
         config = DEFAULT_CONFIG
     if args.guidance is not None:
+        if args.distill_guidance:
+            raise ConfigError(f"--guidance {args.guidance:g} sets the guidance a model recommends; a model made with "
+                              "--distill-guidance has its guidance built in and recommends none")
         config = replace(config, guidance=args.guidance)
     if state is not None and args.name:
         config = replace(config, name=name)
@@ -296,7 +303,9 @@ def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, nam
                         lr_warmup=0 if state is not None else SCRATCH_WARMUP)
     defaults["export_path"] = str(user_models_dir() / f"{name}.safetensors")
     options = TrainOptions(**{**defaults, **given})
-    if config.guidance != 1.0 and not options.label_dropout:
+    if options.distill_guidance:
+        config = replace(config, guidance=1.0, guidance_interval=(0.0, 1.0))  # built in now
+    elif config.guidance != 1.0 and not options.label_dropout:
         if args.guidance is not None:
             raise ConfigError(f"--guidance {args.guidance:g} needs a model trained with --label-dropout > 0")
         print(f"no label dropout: the model will not recommend guidance (was {config.guidance:g})")

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.checkpoints import load_strict, safe_torch_load, save_model
-from models.config import TIME_FEATURES, ModelConfig
+from models.config import MAX_GUIDANCE, TIME_FEATURES, ModelConfig
 from models.datasets import AudioSource, DatasetError, fit_to_model, make_batch, open_source
 from models.errors import CheckpointError, ConfigError, DDError
 from models.network import DiffusionAttnUnet1D
@@ -56,7 +56,7 @@ CHECKPOINT_VERSION = 1
 T_SAMPLING = ("sobol", "stratified")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # options that define what a run computes; changing them on resume would silently make another run
-RUN_IDENTITY = ("batch_size", "accum", "seed", "t_sampling", "gain_db")
+RUN_IDENTITY = ("batch_size", "accum", "seed", "t_sampling", "gain_db", "distill_guidance")
 
 
 class TrainingError(DDError):
@@ -116,6 +116,10 @@ class TrainOptions:
     t_sampling: str = "sobol"
     gain_db: float = 0.0  # random gain of +-gain_db per item (0 = off, as upstream)
     label_dropout: float = 0.0  # share of items trained without their category (-1), for classifier-free guidance
+    # guidance distillation (0 = off): the model learns the guided prediction of its starting weights at this
+    # scale, uncond + w * (cond - uncond), so one call per step does what two did (unlabelled items learn the
+    # unconditional prediction, so the result can still be guided further)
+    distill_guidance: float = 0.0
     checkpoint_every: str = "1000"
     demo_every: str = "0"
     demo_steps: int = 50
@@ -155,6 +159,10 @@ class TrainOptions:
         if isinstance(self.label_dropout, bool) or not isinstance(self.label_dropout, (int, float)) or not (
                 0.0 <= self.label_dropout < 1.0):  # fmt: skip
             raise ConfigError(f"label_dropout must be in [0, 1), got {self.label_dropout!r}")
+        if isinstance(self.distill_guidance, bool) or not isinstance(self.distill_guidance, (int, float)) or not (
+                self.distill_guidance == 0 or 1 < self.distill_guidance <= MAX_GUIDANCE):  # fmt: skip
+            raise ConfigError(f"distill_guidance must be 0 (off) or a guidance scale in (1, {MAX_GUIDANCE:g}], "
+                              f"got {self.distill_guidance!r}")
         if not 0 <= self.gain_db <= 24:
             raise ConfigError(f"gain_db must be in 0..24 dB, got {self.gain_db}")
         if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
@@ -274,6 +282,16 @@ class Trainer:
         model.channels_last = self.device.type == "cpu"
         self.model = model.to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.teacher: DiffusionAttnUnet1D | None = None
+        if options.distill_guidance:
+            if not config.categories or self.unconditional:
+                raise ConfigError(f"distill_guidance needs a model with categories, trained with label dropout; "
+                                  f"'{config.name}' is unconditional here")
+            if init_state is None and _resume is None:
+                raise ConfigError("distill_guidance needs the model to distill: give its weights (--init)")
+            # the frozen starting weights give the targets; the result recommends no further guidance
+            self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self.config = replace(config, guidance=1.0, guidance_interval=(0.0, 1.0))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr)
         self.scaler = torch.amp.GradScaler("cuda") if options.precision == "fp16" else None
         self.step = 0
@@ -329,6 +347,10 @@ class Trainer:
         where = str(self.checkpoint_path)
         load_strict(self.model, state["model"], where)
         load_strict(self.ema, state["ema"], where)
+        if self.teacher is not None:
+            if "teacher" not in state:
+                raise CheckpointError(f"'{where}' holds no teacher weights for guidance distillation")
+            load_strict(self.teacher, state["teacher"], where)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as exc:
@@ -380,10 +402,20 @@ class Trainer:
             dropped = np.random.default_rng([opts.seed, micro, 5]).random(len(labels_np)) < opts.label_dropout
             labels_np = np.where(dropped, -1, labels_np)
         labels = None if labels_np is None else torch.from_numpy(labels_np).to(self.device)
+        if self.teacher is not None and labels is not None:
+            v = self._guided_target(x_t, t_dev, labels)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision)
         with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
             pred = self.model(x_t, t_dev, labels)
         return F.mse_loss(pred.float(), v)
+
+    @torch.no_grad()
+    def _guided_target(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The teacher's prediction guided at ``distill_guidance`` (labelled items) or unconditional (-1)."""
+        both = self.teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, -1)]))
+        cond, uncond = both.float().chunk(2)
+        guided = uncond + self.options.distill_guidance * (cond - uncond)
+        return torch.where((labels >= 0)[:, None, None], guided, uncond)
 
     def train_step(self) -> float:
         """One optimizer step (``accum`` micro-batches); returns the mean loss."""
@@ -441,6 +473,8 @@ class Trainer:
                     "items": self.step * self.options.accum * self.options.batch_size},
             "history": self.history,
             "init": self.init_from,
+            **({"teacher": {k: v.detach().cpu() for k, v in self.teacher.state_dict().items()}}
+               if self.teacher is not None else {}),
             "unconditional": self.unconditional,
             "elapsed_s": float(elapsed_s),
         }
