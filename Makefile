@@ -40,7 +40,7 @@ test: lint test-light
 	$(PY) -m pytest
 
 # Reproduce the shipped default model from scratch (fixed seed, built-in synthesizer; see
-# models/default_recipe.py): two stages, each run trains for at most 100-105 minutes and running it again
+# models/default_recipe.py): three stages, each run trains for at most 85-105 minutes and running it again
 # resumes (it says which stage it is in). The ONNX export follows each new packaged model.
 DEFAULT_WEIGHTS := models/default/dd-default.safetensors
 DEFAULT_ONNX := models/default/dd-default.onnx

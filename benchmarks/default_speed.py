@@ -26,11 +26,12 @@ from models.schedules import make_schedule  # noqa: E402
 
 SETTINGS: list[tuple[str, SamplingOptions]] = [
     ("model's recommendation", SamplingOptions()),
-    ("same, no guidance", SamplingOptions(guidance=1.0)),
-    ("guidance on t' in [0.1, 0.9]", SamplingOptions(guidance_interval=(0.1, 0.9))),
+    ("no guidance", SamplingOptions(guidance=1.0)),
+    ("guidance 2 (two calls a step)", SamplingOptions(guidance=2.0)),
     ("dpmpp-2m-sde x 20", SamplingOptions("dpmpp-2m-sde", 20)),
+    ("dpmpp-2m-sde x 15", SamplingOptions("dpmpp-2m-sde", 15)),
+    ("dpmpp-2m-sde x 10", SamplingOptions("dpmpp-2m-sde", 10)),
     ("dpmpp-2m x 10", SamplingOptions("dpmpp-2m", 10)),
-    ("dpmpp-2m x 10, no guidance", SamplingOptions("dpmpp-2m", 10, guidance=1.0)),
 ]
 
 

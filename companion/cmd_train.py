@@ -25,6 +25,10 @@ from models.default_recipe import (
     STAGE1_EXPORT,
     STAGE1_RECIPE,
     STAGE1_RUN_DIR,
+    STAGE2_CONFIG,
+    STAGE2_EXPORT,
+    STAGE2_RECIPE,
+    STAGE2_RUN_DIR,
 )
 from models.errors import ConfigError
 
@@ -33,6 +37,8 @@ SCRATCH_LR = 2e-4  # small networks from scratch learn several times faster (see
 SCRATCH_WARMUP = 200
 TINY_CONFIG = ModelConfig(name="tiny", sample_rate=16000, sample_size=8192, depth=5, c_mults=(16, 32, 32, 32, 32),
                           n_attn_layers=1)
+RECIPE_STAGES = 3
+RECIPE_CONFIGS = {1: STAGE1_CONFIG, 2: STAGE2_CONFIG, 3: DEFAULT_CONFIG}  # what each stage of the recipe exports
 CONFIGS = {"default": DEFAULT_CONFIG, "default-v1": STAGE1_CONFIG, "tiny": TINY_CONFIG, "harmonai": harmonai_config()}
 # CLI flag -> TrainOptions field; None on the command line means "not given"
 OPTION_FLAGS = {
@@ -132,7 +138,7 @@ def _default_name(args: argparse.Namespace, data: tuple[str, Path | None] | None
     if args.name:
         return _slug(args.name)
     if args.recipe:
-        return STAGE1_CONFIG.name if args.recipe_stage == 1 else DEFAULT_CONFIG.name
+        return RECIPE_CONFIGS[args.recipe_stage].name
     if args.init:
         return _slug(Path(args.init).stem or Path(args.init).name) + "-ft"
     if data and data[1] is not None:
@@ -170,12 +176,13 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             raise ConfigError(f"--resume given but '{run_dir / CHECKPOINT_NAME}' does not exist")
         trainer = _new_run(args, data, name, run_dir, given)
-    if args.recipe_stage == 2:
+    if args.recipe_stage >= 2:
         # what the shipped model recommends (sampler, steps, guidance) was measured after training; a resumed
         # run exports with the recipe's current values
-        if not _same_network(trainer.config, DEFAULT_CONFIG):
-            raise ConfigError(f"'{run_dir}' holds another model than the default recipe's stage 2")
-        trainer.config = DEFAULT_CONFIG
+        stage_config = RECIPE_CONFIGS[args.recipe_stage]
+        if not _same_network(trainer.config, stage_config):
+            raise ConfigError(f"'{run_dir}' holds another model than the default recipe's stage {args.recipe_stage}")
+        trainer.config = stage_config
     print(f"training '{trainer.config.name}' on {trainer.source.describe()}; run folder {run_dir}")
     result = trainer.run()
     loss = f"loss {result.loss:.4f}, " if math.isfinite(result.loss) else ""  # no step taken: no loss
@@ -183,10 +190,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"checkpoint: {result.checkpoint}")
     if result.export:
         print(f"model: {result.export}")
-    if args.recipe_stage == 1 and result.reason == "done":
-        print("stage 1 of 2 is done; run the same command again for stage 2")
+    if args.recipe_stage and args.recipe_stage < RECIPE_STAGES and result.reason == "done":
+        print(f"stage {args.recipe_stage} of {RECIPE_STAGES} is done; run the same command again for stage "
+              f"{args.recipe_stage + 1}")
     elif args.recipe_stage and result.reason != "done":
-        print(f"stage {args.recipe_stage} of 2 is not finished; run the same command again to resume it")
+        print(f"stage {args.recipe_stage} of {RECIPE_STAGES} is not finished; run the same command again to "
+              "resume it")
     return 130 if result.reason == "interrupted" else 0
 
 
@@ -208,28 +217,35 @@ def _checkpoint_step(path: Path) -> int:
 def _recipe_stage(args: argparse.Namespace) -> None:
     """Point ``args`` at the default recipe's next stage (see :mod:`models.default_recipe`).
 
-    Stage 1 trains the plain network from scratch into ``STAGE1_EXPORT``; it is done when that file exists
-    and no unfinished stage-1 checkpoint remains. Stage 2 fine-tunes it, with per-level conditioning and
-    label dropout, into the packaged model.
+    Stage 1 trains the plain network from scratch into ``STAGE1_EXPORT``; stage 2 fine-tunes it, with
+    per-level conditioning and label dropout, into ``STAGE2_EXPORT``; stage 3 distils stage 2's guidance
+    into the packaged model. A stage is done when its export exists and no unfinished checkpoint remains.
     """
-    from models.train import CHECKPOINT_NAME
-
     if args.init or args.config or args.data or args.nsynth:
         raise ConfigError("--recipe default trains on the synthesizer with its own architecture and start; "
                           "drop --init, --config, --data and --nsynth")
-    stage1_ckpt = Path(STAGE1_RUN_DIR) / CHECKPOINT_NAME
-    stage1_pending = not Path(STAGE1_EXPORT).is_file() or (
-        stage1_ckpt.is_file() and _checkpoint_step(stage1_ckpt) < STAGE1_RECIPE["steps"])
     args.synth = True
-    if stage1_pending:
+    if _pending(STAGE1_RUN_DIR, STAGE1_EXPORT, STAGE1_RECIPE):
         args.recipe_stage, args.config, args.recipe_options = 1, "default-v1", STAGE1_RECIPE
         args.run_dir = args.run_dir or Path(STAGE1_RUN_DIR)
         args.export = Path(STAGE1_EXPORT)
+    elif _pending(STAGE2_RUN_DIR, STAGE2_EXPORT, STAGE2_RECIPE):
+        args.recipe_stage, args.init, args.level_cond, args.recipe_options = 2, STAGE1_EXPORT, True, STAGE2_RECIPE
+        args.run_dir = args.run_dir or Path(STAGE2_RUN_DIR)
+        args.export = Path(STAGE2_EXPORT)
     else:
-        args.recipe_stage, args.init, args.level_cond, args.recipe_options = 2, STAGE1_EXPORT, True, DEFAULT_RECIPE
+        args.recipe_stage, args.init, args.recipe_options = 3, STAGE2_EXPORT, DEFAULT_RECIPE
         args.run_dir = args.run_dir or Path(DEFAULT_RUN_DIR)
         args.export = args.export or Path(DEFAULT_EXPORT)
-    print(f"default recipe, stage {args.recipe_stage} of 2")
+    print(f"default recipe, stage {args.recipe_stage} of {RECIPE_STAGES}")
+
+
+def _pending(run_dir: str, export: str, recipe: dict[str, Any]) -> bool:
+    """Whether a recipe stage still has to run: no export yet, or a checkpoint short of the recipe's steps."""
+    from models.train import CHECKPOINT_NAME
+
+    checkpoint = Path(run_dir) / CHECKPOINT_NAME
+    return not Path(export).is_file() or (checkpoint.is_file() and _checkpoint_step(checkpoint) < recipe["steps"])
 
 
 def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, name: str, run_dir: Path,
@@ -284,10 +300,12 @@ def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, nam
         elif not config.level_cond:
             config, state = add_level_cond(config, state, seed=seed)
             print(f"added per-level conditioning to '{config.name}' (new maps start at zero)")
-    if args.recipe_stage == 2:
-        if not _same_network(config, DEFAULT_CONFIG):
-            raise ConfigError(f"'{STAGE1_EXPORT}' is not the recipe's stage-1 model; remove it to train stage 1")
-        config = DEFAULT_CONFIG
+    if args.recipe_stage >= 2:
+        if not _same_network(config, RECIPE_CONFIGS[args.recipe_stage]):
+            earlier = args.recipe_stage - 1
+            raise ConfigError(f"'{args.init}' is not the recipe's stage-{earlier} model; remove it to train stage "
+                              f"{earlier}")
+        config = RECIPE_CONFIGS[args.recipe_stage]
     if args.guidance is not None:
         if args.distill_guidance:
             raise ConfigError(f"--guidance {args.guidance:g} sets the guidance a model recommends; a model made with "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -312,16 +313,27 @@ def test_lr_drops_lower_the_lr_from_their_step_on(tmp_path):
         TrainOptions(lr_drops=((10, 0.0),))
 
 
-def test_default_recipe_runs_its_two_stages_in_order(tmp_path, monkeypatch):
-    """Stage 1 until its model exists and its run is finished, then stage 2 from that model."""
+def test_default_recipe_runs_its_three_stages_in_order(tmp_path, monkeypatch):
+    """Each stage until its model exists and its run is finished, then the next from that model."""
     import argparse
 
     from companion import cmd_train
-    from models.default_recipe import DEFAULT_CONFIG, DEFAULT_RECIPE, STAGE1_CONFIG, STAGE1_RECIPE
+    from models.default_recipe import (
+        DEFAULT_CONFIG,
+        DEFAULT_RECIPE,
+        STAGE1_CONFIG,
+        STAGE1_RECIPE,
+        STAGE2_CONFIG,
+        STAGE2_RECIPE,
+    )
 
-    stage1_dir, export = tmp_path / "runs" / "default", tmp_path / "runs" / "default" / "v1.safetensors"
-    monkeypatch.setattr(cmd_train, "STAGE1_RUN_DIR", str(stage1_dir))
-    monkeypatch.setattr(cmd_train, "STAGE1_EXPORT", str(export))
+    runs = tmp_path / "runs"
+    dirs = {1: runs / "default", 2: runs / "default-v2", 3: runs / "default-v4"}
+    exports = {1: dirs[1] / "v1.safetensors", 2: dirs[2] / "v3.safetensors"}
+    for n in (1, 2):
+        monkeypatch.setattr(cmd_train, f"STAGE{n}_RUN_DIR", str(dirs[n]))
+        monkeypatch.setattr(cmd_train, f"STAGE{n}_EXPORT", str(exports[n]))
+    monkeypatch.setattr(cmd_train, "DEFAULT_RUN_DIR", str(dirs[3]))
 
     def stage() -> argparse.Namespace:
         args = argparse.Namespace(init=None, config=None, data=None, nsynth=None, synth=False, run_dir=None,
@@ -329,18 +341,30 @@ def test_default_recipe_runs_its_two_stages_in_order(tmp_path, monkeypatch):
         cmd_train._recipe_stage(args)
         return args
 
+    def finish(n: int, recipe: dict, early: bool = False) -> None:
+        dirs[n].mkdir(parents=True, exist_ok=True)
+        torch.save({"step": recipe["steps"] - early}, dirs[n] / "last.ckpt")
+        exports[n].write_bytes(b"an export")
+
     first = stage()
-    assert (first.recipe_stage, first.config, first.run_dir, first.export) == (1, "default-v1", stage1_dir, export)
+    assert (first.recipe_stage, first.config, first.run_dir, first.export) == (1, "default-v1", dirs[1], exports[1])
     assert first.recipe_options is STAGE1_RECIPE and cmd_train.CONFIGS["default-v1"] == STAGE1_CONFIG
-    stage1_dir.mkdir(parents=True)
-    torch.save({"step": STAGE1_RECIPE["steps"] - 1}, stage1_dir / "last.ckpt")
-    export.write_bytes(b"an export written when a run was stopped early")
+    finish(1, STAGE1_RECIPE, early=True)  # an export written when a run was stopped early
     assert stage().recipe_stage == 1  # its checkpoint is not finished: stage 1 resumes
-    torch.save({"step": STAGE1_RECIPE["steps"]}, stage1_dir / "last.ckpt")
+    finish(1, STAGE1_RECIPE)
     second = stage()
-    assert (second.recipe_stage, second.init, second.level_cond) == (2, str(export), True)
-    assert second.recipe_options is DEFAULT_RECIPE and DEFAULT_RECIPE["label_dropout"] > 0
-    assert DEFAULT_CONFIG.level_cond and not STAGE1_CONFIG.level_cond
+    assert (second.recipe_stage, second.init, second.level_cond, second.run_dir, second.export) == (
+        2, str(exports[1]), True, dirs[2], exports[2])
+    assert second.recipe_options is STAGE2_RECIPE and STAGE2_RECIPE["label_dropout"] > 0
+    assert STAGE2_CONFIG.level_cond and not STAGE1_CONFIG.level_cond and STAGE2_CONFIG.guidance == 2.0
+    finish(2, STAGE2_RECIPE, early=True)
+    assert stage().recipe_stage == 2
+    finish(2, STAGE2_RECIPE)
+    third = stage()
+    assert (third.recipe_stage, third.init, third.run_dir) == (3, str(exports[2]), dirs[3])
+    assert third.export == Path(cmd_train.DEFAULT_EXPORT)
+    assert third.recipe_options is DEFAULT_RECIPE and DEFAULT_RECIPE["distill_guidance"] == STAGE2_CONFIG.guidance
+    assert DEFAULT_CONFIG.guidance == 1.0 and DEFAULT_CONFIG.level_cond  # the guidance is built in
     with pytest.raises(ConfigError, match="drop --init, --config, --data and --nsynth"):
         args = argparse.Namespace(init="x.ckpt", config=None, data=None, nsynth=None)
         cmd_train._recipe_stage(args)
