@@ -78,8 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "in training)")
     p.add_argument("--distill-guidance", type=float, metavar="W",
                    help="guidance distillation: fine-tune an --init model (trained with label dropout) to give in "
-                        "one call what guidance W gave in two; the result samples about twice as fast and "
-                        "recommends no further guidance")
+                        "one call what guidance W gave in two; the result needs half the network calls (1.5-1.9x "
+                        "faster on the default model) and recommends no further guidance")
     p.add_argument("--sample-rate", type=int, help="model sample rate (from scratch), or the rate of a Harmonai "
                    ".ckpt not in the known table; files are resampled to it")
     p.add_argument("--sample-size", type=int, help="training window in samples (multiple of the model's factor)")
@@ -321,9 +321,8 @@ def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, nam
                         lr_warmup=0 if state is not None else SCRATCH_WARMUP)
     defaults["export_path"] = str(user_models_dir() / f"{name}.safetensors")
     options = TrainOptions(**{**defaults, **given})
-    if options.distill_guidance:
-        config = replace(config, guidance=1.0, guidance_interval=(0.0, 1.0))  # built in now
-    elif config.guidance != 1.0 and not options.label_dropout:
+    # (a distillation's Trainer sets the recommendation to none itself: the guidance is built in)
+    if config.guidance != 1.0 and not options.label_dropout and not options.distill_guidance:
         if args.guidance is not None:
             raise ConfigError(f"--guidance {args.guidance:g} needs a model trained with --label-dropout > 0")
         print(f"no label dropout: the model will not recommend guidance (was {config.guidance:g})")

@@ -24,9 +24,7 @@ def teacher_state(seed=0):
     torch.manual_seed(seed)
     net = DiffusionAttnUnet1D(tiny_config(categories=CATEGORIES, guidance=2.0))
     with torch.no_grad():  # a class embedding far from zero: cond and uncond predictions clearly differ
-        for name, p in net.named_parameters():
-            if name.startswith("class_embed"):
-                p.normal_(0.0, 1.0)
+        net.class_embed.weight.normal_(0.0, 1.0)
     return net.config, {k: v.clone() for k, v in net.state_dict().items()}
 
 
@@ -37,12 +35,10 @@ def trainer(tmp_path, run="run", **options):
                    init_state=state, init_from="teacher")
 
 
-def probe(seed=5, n=6):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 2, SIZE, generator=g) * 0.5
-    t = torch.linspace(0.2, 0.9, n)
-    labels = torch.tensor([0, 3, 6, 9, -1, 2])[:n]
-    return x, t, labels
+def probe():
+    labels = torch.tensor([0, 3, 6, 9, -1, 2])
+    x = torch.randn(len(labels), 2, SIZE, generator=torch.Generator().manual_seed(5)) * 0.5
+    return x, torch.linspace(0.2, 0.9, len(labels)), labels
 
 
 def test_the_target_is_the_teachers_guided_prediction_and_unlabelled_items_the_unconditional_one(tmp_path):
