@@ -10,7 +10,8 @@ Reports, side by side in one run:
    sounds, next to the distance between two disjoint real sets (the floor) and between real sounds and
    noise-like sounds (a ceiling);
 3. diversity: mean pairwise embedding distance among generated sounds of a category vs among real ones;
-4. wall time per sample.
+4. the low end: each category's energy below 150 Hz, generated vs real (a diagnostic, no target);
+5. wall time per sample.
 Targets (issue 3): accuracy >= 90%, Fréchet <= 3x the floor, diversity >= 50% of the real one.
 """
 
@@ -57,12 +58,25 @@ def noise_like(n: int, length: int, rate: int, seed: int) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+LOW_BAND_HZ = 150.0
+
+
+def low_band_db(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Energy below LOW_BAND_HZ as a share of the whole sound's, in dB, per sound ``[n, channels, samples]``."""
+    power = np.abs(np.fft.rfft(audio.astype(np.float64).mean(axis=1), axis=-1)) ** 2
+    low = power[:, np.fft.rfftfreq(audio.shape[-1], 1.0 / rate) < LOW_BAND_HZ].sum(axis=1)
+    return 10.0 * np.log10(low / np.maximum(power.sum(axis=1), 1e-30) + 1e-12)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model path or name (default: the shipped model)")
     parser.add_argument("--per-category", type=int, default=12)
     parser.add_argument("--sampler", default=None)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--schedule", default=None, help="noise schedule (default: the sampler's)")
+    parser.add_argument("--sigma-max", type=float, default=None, help="karras schedule's highest noise level "
+                        "(default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
     parser.add_argument("--backend", default="auto")
@@ -79,9 +93,11 @@ def main() -> None:
         raise SystemExit(f"categories {unknown} are not synthesizer categories; this benchmark compares to the synth")
     length, rate, n = config.sample_size, config.sample_rate, args.per_category
     interval = None if args.guidance_interval is None else tuple(args.guidance_interval)
-    options = SamplingOptions(args.sampler, args.steps, guidance=args.guidance, guidance_interval=interval)
+    options = SamplingOptions(args.sampler, args.steps, args.schedule, guidance=args.guidance,
+                              guidance_interval=interval, sigma_max=args.sigma_max)
     options = options.resolved(config)
-    print(f"model {config.name} ({backend.kind}/{backend.device}), {options.sampler} x {options.steps} steps, "
+    print(f"model {config.name} ({backend.kind}/{backend.device}), {options.sampler} x {options.steps} steps "
+          f"({options.schedule} schedule, sigma_max {options.sigma_max:g}), "
           f"guidance {options.guidance:g} in {options.guidance_interval}, {n} per category, {length} samples at {rate} Hz, batch {args.batch}")
 
     gen_audio, gen_labels, times = [], [], []
@@ -92,7 +108,8 @@ def main() -> None:
             gen_audio.extend(generate(backend, seeds, category=name, options=options))
             times.extend([(time.perf_counter() - start) / len(seeds)] * len(seeds))
             gen_labels.extend([c] * len(seeds))
-    gen = features.embed(np.stack(gen_audio), rate)
+    gen_audio = np.stack(gen_audio)
+    gen = features.embed(gen_audio, rate)
     gen_labels = np.array(gen_labels)
 
     train_audio, train_labels = real_set(CLASSIFIER_SEED, max(30, n), categories, length, rate)
@@ -133,8 +150,15 @@ def main() -> None:
         print(f"   {name:<12} generated {g:7.2f}   real {r:7.2f}   ratio {g / r:5.0%}")
     print(f"   median ratio {statistics.median(ratios):.0%} (target >= 50%)")
 
+    print(f"\n4. low end: energy below {LOW_BAND_HZ:g} Hz as a share of the sound's, median dB (a rumble under "
+          "sounds that have none shows here first)")
+    gen_low, real_low = low_band_db(gen_audio, rate), low_band_db(real_audio, rate)
+    for c, name in enumerate(categories):
+        g, r = np.median(gen_low[gen_labels == c]), np.median(real_low[real_labels == c])
+        print(f"   {name:<12} generated {g:7.1f}   real {r:7.1f}   excess {g - r:+6.1f} dB")
+
     per_second = statistics.median(times) / (length / rate)
-    print(f"\n4. wall time: median {statistics.median(times):.3f} s per sample "
+    print(f"\n5. wall time: median {statistics.median(times):.3f} s per sample "
           f"({per_second:.3f} s per second of audio)")
 
 

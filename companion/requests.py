@@ -146,6 +146,7 @@ class ModelFacts:
     steps: int | None = None
     guidance: float = 1.0  # the model's recommended classifier-free guidance scale (1 = none)
     guidance_interval: tuple[float, float] = (0.0, 1.0)  # and the times t' where it applies
+    sigma_max: float | None = None  # the karras schedule's highest noise level (None: the companion's default)
 
     @classmethod
     def of(cls, backend: Backend) -> ModelFacts:
@@ -154,7 +155,7 @@ class ModelFacts:
         return cls(config.name, tuple(config.categories), config.sample_rate, config.sample_size,
                    config.channels, backend.model_hash, f"{backend.kind}-{device}", device in ("cuda", "mps"),
                    config.length_for_seconds, config.sampler, config.steps, config.guidance,
-                   config.guidance_interval)
+                   config.guidance_interval, config.sigma_max)
 
     @property
     def seconds(self) -> float:
@@ -189,7 +190,8 @@ class Plan:
         if self.kind not in ("generate", "refill") or self.options is None:
             return None
         o = self.options
-        return (self.category, o.sampler, o.steps, o.schedule, o.eta, o.guidance, o.guidance_interval, self.length)
+        return (self.category, o.sampler, o.steps, o.schedule, o.eta, o.guidance, o.guidance_interval, o.sigma_max,
+                self.length)
 
     @property
     def pool_ok(self) -> bool:

@@ -19,7 +19,7 @@ from models.config import check_guidance, check_interval
 from models.errors import ConfigError, LengthError
 from models.finish import finish
 from models.samplers import DEFAULT_SAMPLER, get_sampler, invert, noise_to, sample, slerp
-from models.schedules import make_schedule
+from models.schedules import KARRAS_SIGMA_MAX, check_sigma_max, make_schedule
 
 MAX_SEED = 2**31 - 1  # fits an OSC int32
 Progress = Callable[[int, int], None]
@@ -44,14 +44,16 @@ class Recommendation(Protocol):
     guidance: float
     guidance_interval: tuple[float, float]
     categories: tuple[str, ...]
+    sigma_max: float | None
 
 
 @dataclass(frozen=True)
 class SamplingOptions:
     """How to sample: sampler name (None = the model's recommended one, else :data:`DEFAULT_SAMPLER`),
     steps (None = the model's recommendation for that sampler, else the sampler's default), schedule
-    (None = the sampler's default), eta, and the classifier-free guidance scale and the times t' where it
-    applies (None = the model's recommendation; 1 = none)."""
+    (None = the sampler's default), eta, the classifier-free guidance scale and the times t' where it
+    applies (None = the model's recommendation; 1 = none), and the karras schedule's highest noise level
+    (None = the model's recommendation, else :data:`~models.schedules.KARRAS_SIGMA_MAX`)."""
 
     sampler: str | None = None
     steps: int | None = None
@@ -59,6 +61,7 @@ class SamplingOptions:
     eta: float | None = None
     guidance: float | None = None
     guidance_interval: tuple[float, float] | None = None
+    sigma_max: float | None = None
 
     def resolved(self, config: Recommendation | None = None) -> SamplingOptions:
         """Fill the defaults (``config``'s recommendations first) and check every field."""
@@ -83,8 +86,12 @@ class SamplingOptions:
         interval = self.guidance_interval
         if interval is None:
             interval = getattr(config, "guidance_interval", (0.0, 1.0)) if config is not None else (0.0, 1.0)
+        sigma_max = self.sigma_max
+        if sigma_max is None:
+            sigma_max = getattr(config, "sigma_max", None) if config is not None else None
+        sigma_max = KARRAS_SIGMA_MAX if sigma_max is None else check_sigma_max(sigma_max)
         return replace(self, sampler=sampler, steps=int(steps), schedule=schedule, guidance=guidance,
-                       guidance_interval=check_interval(interval))
+                       guidance_interval=check_interval(interval), sigma_max=sigma_max)
 
     def sampler_kwargs(self) -> dict[str, float]:
         return {} if self.eta is None else {"eta": float(self.eta)}
@@ -155,7 +162,7 @@ def generate(
     rngs = _rngs(seeds)
     labels = _labels(backend, category, len(seeds))
     noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
-    ts = make_schedule(opts.schedule, opts.steps)
+    ts = make_schedule(opts.schedule, opts.steps, sigma_max=opts.sigma_max)
     denoise = guided(backend, labels, opts.guidance, opts.guidance_interval)
     out = sample(opts.sampler, denoise, noise, ts, rngs, callback=progress, cancel=cancel, **opts.sampler_kwargs())
     return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
@@ -195,7 +202,7 @@ def variation(
     rngs = _rngs(seeds)
     labels = _labels(backend, category, len(seeds))
     noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
-    ts = make_schedule(opts.schedule, steps, t_start=float(strength))
+    ts = make_schedule(opts.schedule, steps, t_start=float(strength), sigma_max=opts.sigma_max)
     x = noise_to(x0, ts[0], noise)
     denoise = guided(backend, labels, opts.guidance, opts.guidance_interval)
     out = sample(opts.sampler, denoise, x, ts, rngs, callback=progress, cancel=cancel, **opts.sampler_kwargs())

@@ -21,6 +21,17 @@ KARRAS_SIGMA_MIN = 1e-4  # sigma_k of the last non-zero step (the Dance Diffusio
 # Fourier-component scales of tens, and benchmarks/samplers.py found 200 the best trade-off (80 left an
 # error floor, 500 and up cost accuracy at 25 steps or fewer).
 KARRAS_SIGMA_MAX = 200.0
+SIGMA_MAX_RANGE = (1.0, 1000.0)  # what a model or a user may set instead (models record it: ModelConfig.sigma_max)
+
+
+def check_sigma_max(value: object) -> float:
+    """A karras sigma_k cap: a number in SIGMA_MAX_RANGE."""
+    low, high = SIGMA_MAX_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+            low <= float(value) <= high):  # fmt: skip
+        raise ConfigError(f"sigma_max must be a number in {low:g}..{high:g} (the karras schedule's highest noise "
+                          f"level), got {value!r}")
+    return float(value)
 
 
 def alpha_sigma(t: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -63,9 +74,9 @@ def _cosine(steps: int, t_start: float) -> np.ndarray:
     return np.linspace(t_start, 0.0, steps + 1)
 
 
-def _karras(steps: int, t_start: float) -> np.ndarray:
+def _karras(steps: int, t_start: float, cap: float = KARRAS_SIGMA_MAX) -> np.ndarray:
     # Karras et al. 2022 rho-spacing of sigma_k; the last step goes from sigma_min to exactly 0.
-    sigma_max = min(float(t_to_ksigma(t_start)), KARRAS_SIGMA_MAX)
+    sigma_max = min(float(t_to_ksigma(t_start)), cap)
     sigma_min = min(KARRAS_SIGMA_MIN, sigma_max / 2)
     ramp = np.linspace(0.0, 1.0, steps)
     inv_rho = 1.0 / KARRAS_RHO
@@ -80,15 +91,21 @@ SCHEDULES: dict[str, Callable[[int, float], np.ndarray]] = {
 }
 
 
-def make_schedule(name: str, steps: int, t_start: float = 1.0) -> np.ndarray:
-    """Times t' (float64, shape [steps + 1]) falling strictly from t_start to exactly 0 for schedule ``name``."""
+def make_schedule(name: str, steps: int, t_start: float = 1.0, sigma_max: float | None = None) -> np.ndarray:
+    """Times t' (float64, shape [steps + 1]) falling strictly from t_start to exactly 0 for schedule ``name``.
+
+    ``sigma_max`` caps the karras schedule's sigma_k (default :data:`KARRAS_SIGMA_MAX`); the first step still
+    starts at ``t_start``. The other schedules have no such cap and ignore it."""
     if name not in SCHEDULES:
         raise ConfigError(f"unknown schedule {name!r}; allowed: {', '.join(sorted(SCHEDULES))}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
     if not isinstance(t_start, (int, float, np.floating)) or not 0.0 < float(t_start) <= 1.0:
         raise ConfigError(f"t_start must be in (0, 1], got {t_start!r}")
-    ts = np.asarray(SCHEDULES[name](int(steps), float(t_start)), dtype=np.float64)
+    if name == "karras" and sigma_max is not None:
+        ts = _karras(int(steps), float(t_start), check_sigma_max(sigma_max))
+    else:
+        ts = np.asarray(SCHEDULES[name](int(steps), float(t_start)), dtype=np.float64)
     ts[0], ts[-1] = float(t_start), 0.0  # exact endpoints, free of rounding in the mappings above
     if not np.all(np.diff(ts) < 0):
         raise ConfigError(

@@ -100,6 +100,35 @@ def test_the_models_recommended_sampler_and_steps_apply_when_nothing_is_chosen()
         tiny_config(steps=0)
 
 
+def test_the_models_sigma_max_applies_unless_one_is_chosen_and_changes_the_sound(tmp_path):
+    import torch
+
+    from models.backend import load_backend
+    from models.checkpoints import save_model
+    from models.config import ModelConfig
+    from models.network import DiffusionAttnUnet1D
+    from models.schedules import KARRAS_SIGMA_MAX
+    from tests.reference_nets import tiny_config
+
+    assert SamplingOptions().resolved(tiny_config()).sigma_max == KARRAS_SIGMA_MAX
+    low = tiny_config(sampler="dpmpp-2m-sde", steps=6, sigma_max=10)
+    assert SamplingOptions().resolved(low).sigma_max == 10.0
+    assert SamplingOptions(sigma_max=50.0).resolved(low).sigma_max == 50.0  # the user's choice wins
+    assert ModelConfig.from_json(low.to_json()).sigma_max == 10.0
+    with pytest.raises(ConfigError, match="sigma_max must be a number in 1..1000"):
+        tiny_config(sigma_max=0)
+    with pytest.raises(ConfigError, match="sigma_max must be a number in 1..1000"):
+        SamplingOptions(sigma_max=-1.0).resolved(low)
+    torch.manual_seed(0)
+    backend = load_backend(save_model(DiffusionAttnUnet1D(low), tmp_path / "low.safetensors"), backend="torch")
+    assert backend.config.sigma_max == 10.0
+    recommended = generate(backend, [3])
+    same = generate(backend, [3], options=SamplingOptions(sigma_max=10.0))
+    other = generate(backend, [3], options=SamplingOptions(sigma_max=200.0))
+    np.testing.assert_array_equal(recommended, same)
+    assert np.abs(recommended - other).max() > 1e-3
+
+
 def test_a_model_with_a_recommendation_generates_with_it(tmp_path):
     import torch
 

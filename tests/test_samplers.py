@@ -32,6 +32,7 @@ from models.samplers import (
 )
 from models.schedules import (
     KARRAS_RHO,
+    KARRAS_SIGMA_MAX,
     KARRAS_SIGMA_MIN,
     SCHEDULES,
     alpha_sigma,
@@ -101,6 +102,25 @@ def test_karras_schedule_is_rho_spaced_in_k_sigma(t_start):
     steps = np.diff(ramp)
     np.testing.assert_allclose(steps, np.full_like(steps, steps[0]), rtol=1e-9)
     np.testing.assert_allclose(ramp[-1] ** KARRAS_RHO, KARRAS_SIGMA_MIN, rtol=1e-9)
+
+
+def test_karras_sigma_max_moves_the_ramp_and_the_first_step_still_starts_from_pure_noise():
+    def top(ts):  # the ramp's first point, sigma_max (the step from pure noise replaces it), extrapolated
+        ramp = t_to_ksigma(ts[1:-1]) ** (1 / KARRAS_RHO)
+        np.testing.assert_allclose(np.diff(ramp), np.full(len(ramp) - 1, np.diff(ramp)[0]), rtol=1e-9)
+        return (2 * ramp[0] - ramp[1]) ** KARRAS_RHO
+
+    default = make_schedule("karras", 12)
+    low = make_schedule("karras", 12, sigma_max=10.0)
+    assert default[0] == low[0] == 1.0
+    assert top(default) == pytest.approx(KARRAS_SIGMA_MAX) and top(low) == pytest.approx(10.0)
+    assert np.all(low[1:-2] < default[1:-2]) and low[-2] == default[-2]  # the same steps, spent lower down
+    half = make_schedule("karras", 12, 0.5, sigma_max=10.0)  # a start below the cap keeps its own level
+    np.testing.assert_array_equal(half, make_schedule("karras", 12, 0.5))
+    np.testing.assert_array_equal(make_schedule("crash", 12, sigma_max=10.0), make_schedule("crash", 12))
+    for bad in (0.5, 2000.0, float("nan"), True, "10"):
+        with pytest.raises(ConfigError, match=r"sigma_max must be a number in 1\.\.1000"):
+            make_schedule("karras", 12, sigma_max=bad)
 
 
 def test_time_conversions_round_trip():
