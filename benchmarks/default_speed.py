@@ -26,9 +26,8 @@ from models.schedules import make_schedule  # noqa: E402
 
 SETTINGS: list[tuple[str, SamplingOptions]] = [
     ("model's recommendation", SamplingOptions()),
-    ("no guidance", SamplingOptions(guidance=1.0)),
     ("guidance 2 (two calls a step)", SamplingOptions(guidance=2.0)),
-    ("dpmpp-2m-sde x 20", SamplingOptions("dpmpp-2m-sde", 20)),
+    ("dpmpp-2m-sde x 30", SamplingOptions("dpmpp-2m-sde", 30)),
     ("dpmpp-2m-sde x 15", SamplingOptions("dpmpp-2m-sde", 15)),
     ("dpmpp-2m-sde x 10", SamplingOptions("dpmpp-2m-sde", 10)),
     ("dpmpp-2m x 10", SamplingOptions("dpmpp-2m", 10)),
