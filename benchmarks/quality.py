@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--schedule", default=None, help="noise schedule (default: the sampler's)")
     parser.add_argument("--sigma-max", type=float, default=None, help="karras schedule's highest noise level "
                         "(default: the model's)")
+    parser.add_argument("--rho", type=float, default=None, help="karras schedule's spacing (default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
     parser.add_argument("--backend", default="auto")
@@ -94,10 +95,10 @@ def main() -> None:
     length, rate, n = config.sample_size, config.sample_rate, args.per_category
     interval = None if args.guidance_interval is None else tuple(args.guidance_interval)
     options = SamplingOptions(args.sampler, args.steps, args.schedule, guidance=args.guidance,
-                              guidance_interval=interval, sigma_max=args.sigma_max)
+                              guidance_interval=interval, sigma_max=args.sigma_max, rho=args.rho)
     options = options.resolved(config)
     print(f"model {config.name} ({backend.kind}/{backend.device}), {options.sampler} x {options.steps} steps "
-          f"({options.schedule} schedule, sigma_max {options.sigma_max:g}), "
+          f"({options.schedule} schedule, sigma_max {options.sigma_max:g}, rho {options.rho:g}), "
           f"guidance {options.guidance:g} in {options.guidance_interval}, {n} per category, {length} samples at {rate} Hz, batch {args.batch}")
 
     gen_audio, gen_labels, times = [], [], []

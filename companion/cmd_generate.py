@@ -58,6 +58,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma-max", type=float, metavar="S",
                    help="highest noise level sigma_k of the karras schedule (default: the model's "
                         "recommendation, else 200)")
+    p.add_argument("--rho", type=float, help="spacing of the karras schedule: higher spends more steps at low "
+                   "noise (default: the model's recommendation, else 7)")
     p.add_argument("--guidance", type=float, metavar="W",
                    help="classifier-free guidance scale, 1 = none (default: the model's recommendation); "
                         "higher is more typical of the category, less varied")
@@ -86,14 +88,14 @@ def run(args: argparse.Namespace) -> int:
     folder.cleanup_stale_temporaries()
     options = SamplingOptions(args.sampler, args.steps, args.schedule, args.eta, args.guidance,
                               None if args.guidance_interval is None else tuple(args.guidance_interval),
-                              args.sigma_max).resolved(config)
+                              args.sigma_max, args.rho).resolved(config)
     length = None if args.seconds is None else config.length_for_seconds(args.seconds)
     recipe_base: dict[str, Any] = {
         "model": config.name, "model_hash": backend.model_hash, "backend": backend.kind,
         "sampler": options.sampler, "steps": options.steps, "schedule": options.schedule,
         "eta": options.eta, "guidance": options.guidance,
         "guidance_interval": list(options.guidance_interval), "sigma_max": options.sigma_max,
-        "category": args.category,
+        "rho": options.rho, "category": args.category,
         "model_rate": config.sample_rate,
     }
     low, high = options.guidance_interval

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from models.errors import ConfigError, LengthError
-from models.schedules import check_sigma_max
+from models.schedules import check_rho, check_sigma_max
 
 HARMONAI_C_MULTS: tuple[int, ...] = (128, 128, 256, 256) + (512,) * 10
 TIME_FEATURES = 16  # the Fourier time features concatenated to the input (8 frequencies, cos and sin)
@@ -71,6 +71,8 @@ class ModelConfig:
     # the highest noise level sigma_k of the karras schedule for this model (None: the companion's default,
     # models/schedules.py KARRAS_SIGMA_MAX)
     sigma_max: float | None = None
+    # and its spacing rho (None: models/schedules.py KARRAS_RHO, 7)
+    rho: float | None = None
     # the end fade of the one-shots the model learned from; generated sounds end with the same fade (0: none,
     # e.g. loop models, whose sounds go on past the window)
     fade_out_ms: float = 0.0
@@ -119,6 +121,8 @@ class ModelConfig:
         object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
         if self.sigma_max is not None:
             object.__setattr__(self, "sigma_max", check_sigma_max(self.sigma_max))
+        if self.rho is not None:
+            object.__setattr__(self, "rho", check_rho(self.rho))
         if not isinstance(self.level_cond, bool):
             raise ConfigError(f"level_cond must be true or false, got {self.level_cond!r}")
         if len(set(self.categories)) != len(self.categories):

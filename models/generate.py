@@ -19,7 +19,7 @@ from models.config import check_guidance, check_interval
 from models.errors import ConfigError, LengthError
 from models.finish import finish
 from models.samplers import DEFAULT_SAMPLER, get_sampler, invert, noise_to, sample, slerp
-from models.schedules import KARRAS_SIGMA_MAX, check_sigma_max, make_schedule
+from models.schedules import KARRAS_RHO, KARRAS_SIGMA_MAX, check_rho, check_sigma_max, make_schedule
 
 MAX_SEED = 2**31 - 1  # fits an OSC int32
 Progress = Callable[[int, int], None]
@@ -45,6 +45,7 @@ class Recommendation(Protocol):
     guidance_interval: tuple[float, float]
     categories: tuple[str, ...]
     sigma_max: float | None
+    rho: float | None
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class SamplingOptions:
     """How to sample: sampler name (None = the model's recommended one, else :data:`DEFAULT_SAMPLER`),
     steps (None = the model's recommendation for that sampler, else the sampler's default), schedule
     (None = the sampler's default), eta, the classifier-free guidance scale and the times t' where it
-    applies (None = the model's recommendation; 1 = none), and the karras schedule's highest noise level
-    (None = the model's recommendation, else :data:`~models.schedules.KARRAS_SIGMA_MAX`)."""
+    applies (None = the model's recommendation; 1 = none), and the karras schedule's highest noise level and
+    spacing (None = the model's recommendation, else :data:`~models.schedules.KARRAS_SIGMA_MAX` and
+    :data:`~models.schedules.KARRAS_RHO`)."""
 
     sampler: str | None = None
     steps: int | None = None
@@ -62,6 +64,7 @@ class SamplingOptions:
     guidance: float | None = None
     guidance_interval: tuple[float, float] | None = None
     sigma_max: float | None = None
+    rho: float | None = None
 
     def resolved(self, config: Recommendation | None = None) -> SamplingOptions:
         """Fill the defaults (``config``'s recommendations first) and check every field."""
@@ -90,8 +93,12 @@ class SamplingOptions:
         if sigma_max is None:
             sigma_max = getattr(config, "sigma_max", None) if config is not None else None
         sigma_max = KARRAS_SIGMA_MAX if sigma_max is None else check_sigma_max(sigma_max)
+        rho = self.rho
+        if rho is None:
+            rho = getattr(config, "rho", None) if config is not None else None
+        rho = KARRAS_RHO if rho is None else check_rho(rho)
         return replace(self, sampler=sampler, steps=int(steps), schedule=schedule, guidance=guidance,
-                       guidance_interval=check_interval(interval), sigma_max=sigma_max)
+                       guidance_interval=check_interval(interval), sigma_max=sigma_max, rho=rho)
 
     def sampler_kwargs(self) -> dict[str, float]:
         return {} if self.eta is None else {"eta": float(self.eta)}
@@ -162,7 +169,7 @@ def generate(
     rngs = _rngs(seeds)
     labels = _labels(backend, category, len(seeds))
     noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
-    ts = make_schedule(opts.schedule, opts.steps, sigma_max=opts.sigma_max)
+    ts = make_schedule(opts.schedule, opts.steps, sigma_max=opts.sigma_max, rho=opts.rho)
     denoise = guided(backend, labels, opts.guidance, opts.guidance_interval)
     out = sample(opts.sampler, denoise, noise, ts, rngs, callback=progress, cancel=cancel, **opts.sampler_kwargs())
     return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
@@ -202,7 +209,7 @@ def variation(
     rngs = _rngs(seeds)
     labels = _labels(backend, category, len(seeds))
     noise = np.stack([g.standard_normal((config.channels, padded), dtype=np.float32) for g in rngs])
-    ts = make_schedule(opts.schedule, steps, t_start=float(strength), sigma_max=opts.sigma_max)
+    ts = make_schedule(opts.schedule, steps, t_start=float(strength), sigma_max=opts.sigma_max, rho=opts.rho)
     x = noise_to(x0, ts[0], noise)
     denoise = guided(backend, labels, opts.guidance, opts.guidance_interval)
     out = sample(opts.sampler, denoise, x, ts, rngs, callback=progress, cancel=cancel, **opts.sampler_kwargs())

@@ -22,6 +22,7 @@ KARRAS_SIGMA_MIN = 1e-4  # sigma_k of the last non-zero step (the Dance Diffusio
 # error floor, 500 and up cost accuracy at 25 steps or fewer).
 KARRAS_SIGMA_MAX = 200.0
 SIGMA_MAX_RANGE = (1.0, 1000.0)  # what a model or a user may set instead (models record it: ModelConfig.sigma_max)
+RHO_RANGE = (1.0, 50.0)  # likewise for rho (ModelConfig.rho): higher spends more of the steps at low noise
 
 
 def check_sigma_max(value: object) -> float:
@@ -31,6 +32,15 @@ def check_sigma_max(value: object) -> float:
             low <= float(value) <= high):  # fmt: skip
         raise ConfigError(f"sigma_max must be a number in {low:g}..{high:g} (the karras schedule's highest noise "
                           f"level), got {value!r}")
+    return float(value)
+
+
+def check_rho(value: object) -> float:
+    """A karras rho: a number in RHO_RANGE."""
+    low, high = RHO_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+            low <= float(value) <= high):  # fmt: skip
+        raise ConfigError(f"rho must be a number in {low:g}..{high:g} (the karras schedule's spacing), got {value!r}")
     return float(value)
 
 
@@ -74,13 +84,14 @@ def _cosine(steps: int, t_start: float) -> np.ndarray:
     return np.linspace(t_start, 0.0, steps + 1)
 
 
-def _karras(steps: int, t_start: float, cap: float = KARRAS_SIGMA_MAX) -> np.ndarray:
+def _karras(steps: int, t_start: float, cap: float | None = None, rho: float | None = None) -> np.ndarray:
     # Karras et al. 2022 rho-spacing of sigma_k; the last step goes from sigma_min to exactly 0.
-    sigma_max = min(float(t_to_ksigma(t_start)), cap)
+    rho = KARRAS_RHO if rho is None else rho
+    sigma_max = min(float(t_to_ksigma(t_start)), KARRAS_SIGMA_MAX if cap is None else cap)
     sigma_min = min(KARRAS_SIGMA_MIN, sigma_max / 2)
     ramp = np.linspace(0.0, 1.0, steps)
-    inv_rho = 1.0 / KARRAS_RHO
-    ksigmas = (sigma_max**inv_rho + ramp * (sigma_min**inv_rho - sigma_max**inv_rho)) ** KARRAS_RHO
+    inv_rho = 1.0 / rho
+    ksigmas = (sigma_max**inv_rho + ramp * (sigma_min**inv_rho - sigma_max**inv_rho)) ** rho
     return np.append(ksigma_to_t(ksigmas), 0.0)
 
 
@@ -91,19 +102,22 @@ SCHEDULES: dict[str, Callable[[int, float], np.ndarray]] = {
 }
 
 
-def make_schedule(name: str, steps: int, t_start: float = 1.0, sigma_max: float | None = None) -> np.ndarray:
+def make_schedule(name: str, steps: int, t_start: float = 1.0, sigma_max: float | None = None,
+                  rho: float | None = None) -> np.ndarray:
     """Times t' (float64, shape [steps + 1]) falling strictly from t_start to exactly 0 for schedule ``name``.
 
-    ``sigma_max`` caps the karras schedule's sigma_k (default :data:`KARRAS_SIGMA_MAX`); the first step still
-    starts at ``t_start``. The other schedules have no such cap and ignore it."""
+    ``sigma_max`` caps the karras schedule's sigma_k (default :data:`KARRAS_SIGMA_MAX`) and ``rho`` sets its
+    spacing (default :data:`KARRAS_RHO`); the first step still starts at ``t_start``. The other schedules
+    have neither and ignore them."""
     if name not in SCHEDULES:
         raise ConfigError(f"unknown schedule {name!r}; allowed: {', '.join(sorted(SCHEDULES))}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
     if not isinstance(t_start, (int, float, np.floating)) or not 0.0 < float(t_start) <= 1.0:
         raise ConfigError(f"t_start must be in (0, 1], got {t_start!r}")
-    if name == "karras" and sigma_max is not None:
-        ts = _karras(int(steps), float(t_start), check_sigma_max(sigma_max))
+    if name == "karras" and (sigma_max is not None or rho is not None):
+        ts = _karras(int(steps), float(t_start), None if sigma_max is None else check_sigma_max(sigma_max),
+                     None if rho is None else check_rho(rho))
     else:
         ts = np.asarray(SCHEDULES[name](int(steps), float(t_start)), dtype=np.float64)
     ts[0], ts[-1] = float(t_start), 0.0  # exact endpoints, free of rounding in the mappings above

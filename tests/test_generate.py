@@ -129,6 +129,28 @@ def test_the_models_sigma_max_applies_unless_one_is_chosen_and_changes_the_sound
     assert np.abs(recommended - other).max() > 1e-3
 
 
+def test_the_models_rho_applies_unless_one_is_chosen():
+    from models.config import ModelConfig
+    from models.schedules import KARRAS_RHO
+    from tests.reference_nets import tiny_config
+
+    assert SamplingOptions().resolved(tiny_config()).rho == KARRAS_RHO
+    spaced = tiny_config(rho=12)
+    assert SamplingOptions().resolved(spaced).rho == 12.0
+    assert SamplingOptions(rho=5.0).resolved(spaced).rho == 5.0
+    assert ModelConfig.from_json(spaced.to_json()).rho == 12.0
+    with pytest.raises(ConfigError, match="rho must be a number in 1..50"):
+        tiny_config(rho=100)
+    with pytest.raises(ConfigError, match="rho must be a number in 1..50"):
+        SamplingOptions(rho=0.0).resolved(spaced)
+    backend = tiny_backend(rho=12.0)
+    fast = SamplingOptions("dpmpp-2m", 4)
+    np.testing.assert_array_equal(generate(backend, [2], options=fast),
+                                  generate(backend, [2], options=SamplingOptions("dpmpp-2m", 4, rho=12.0)))
+    assert np.abs(generate(backend, [2], options=fast) - generate(
+        backend, [2], options=SamplingOptions("dpmpp-2m", 4, rho=7.0))).max() > 1e-4
+
+
 def test_a_model_with_a_recommendation_generates_with_it(tmp_path):
     import torch
 

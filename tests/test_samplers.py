@@ -123,6 +123,21 @@ def test_karras_sigma_max_moves_the_ramp_and_the_first_step_still_starts_from_pu
             make_schedule("karras", 12, sigma_max=bad)
 
 
+def test_karras_rho_sets_the_spacing_and_is_checked():
+    for rho in (4.0, 12.0):
+        ts = make_schedule("karras", 12, sigma_max=10.0, rho=rho)
+        ramp = t_to_ksigma(ts[1:-1]) ** (1 / rho)  # evenly spaced in sigma_k^(1/rho)
+        np.testing.assert_allclose(np.diff(ramp), np.full(len(ramp) - 1, np.diff(ramp)[0]), rtol=1e-9)
+    low, high = make_schedule("karras", 12, sigma_max=10.0, rho=4.0), make_schedule("karras", 12, sigma_max=10.0,
+                                                                                    rho=12.0)
+    assert np.all(high[2:-2] < low[2:-2])  # a higher rho spends more of the steps at low noise
+    np.testing.assert_array_equal(make_schedule("karras", 12, rho=KARRAS_RHO), make_schedule("karras", 12))
+    np.testing.assert_array_equal(make_schedule("cosine", 12, rho=12.0), make_schedule("cosine", 12))
+    for bad in (0.5, 51.0, float("inf"), False, "7"):
+        with pytest.raises(ConfigError, match=r"rho must be a number in 1\.\.50"):
+            make_schedule("karras", 12, rho=bad)
+
+
 def test_time_conversions_round_trip():
     t = np.linspace(0, 1, 11)
     alpha, sigma = alpha_sigma(t)
