@@ -89,19 +89,19 @@ class SamplingOptions:
         interval = self.guidance_interval
         if interval is None:
             interval = getattr(config, "guidance_interval", (0.0, 1.0)) if config is not None else (0.0, 1.0)
-        sigma_max = self.sigma_max
-        if sigma_max is None:
-            sigma_max = getattr(config, "sigma_max", None) if config is not None else None
-        sigma_max = KARRAS_SIGMA_MAX if sigma_max is None else check_sigma_max(sigma_max)
-        rho = self.rho
-        if rho is None:
-            rho = getattr(config, "rho", None) if config is not None else None
-        rho = KARRAS_RHO if rho is None else check_rho(rho)
+        sigma_max = _chosen(self.sigma_max, getattr(config, "sigma_max", None), KARRAS_SIGMA_MAX, check_sigma_max)
+        rho = _chosen(self.rho, getattr(config, "rho", None), KARRAS_RHO, check_rho)
         return replace(self, sampler=sampler, steps=int(steps), schedule=schedule, guidance=guidance,
                        guidance_interval=check_interval(interval), sigma_max=sigma_max, rho=rho)
 
     def sampler_kwargs(self) -> dict[str, float]:
         return {} if self.eta is None else {"eta": float(self.eta)}
+
+
+def _chosen(own: float | None, recommended: float | None, default: float, check: Callable[[object], float]) -> float:
+    """The caller's value, else the model's recommendation, else the companion's default; checked."""
+    value = own if own is not None else recommended
+    return default if value is None else check(value)
 
 
 def _labels(backend: Backend, category: str | None | Sequence[str | None], n: int) -> np.ndarray | None:

@@ -25,23 +25,22 @@ SIGMA_MAX_RANGE = (1.0, 1000.0)  # what a model or a user may set instead (model
 RHO_RANGE = (1.0, 50.0)  # likewise for rho (ModelConfig.rho): higher spends more of the steps at low noise
 
 
-def check_sigma_max(value: object) -> float:
-    """A karras sigma_k cap: a number in SIGMA_MAX_RANGE."""
-    low, high = SIGMA_MAX_RANGE
+def _check_karras(name: str, value: object, bounds: tuple[float, float], meaning: str) -> float:
+    low, high = bounds
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
             low <= float(value) <= high):  # fmt: skip
-        raise ConfigError(f"sigma_max must be a number in {low:g}..{high:g} (the karras schedule's highest noise "
-                          f"level), got {value!r}")
+        raise ConfigError(f"{name} must be a number in {low:g}..{high:g} ({meaning}), got {value!r}")
     return float(value)
+
+
+def check_sigma_max(value: object) -> float:
+    """A karras sigma_k cap: a number in SIGMA_MAX_RANGE."""
+    return _check_karras("sigma_max", value, SIGMA_MAX_RANGE, "the karras schedule's highest noise level")
 
 
 def check_rho(value: object) -> float:
     """A karras rho: a number in RHO_RANGE."""
-    low, high = RHO_RANGE
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
-            low <= float(value) <= high):  # fmt: skip
-        raise ConfigError(f"rho must be a number in {low:g}..{high:g} (the karras schedule's spacing), got {value!r}")
-    return float(value)
+    return _check_karras("rho", value, RHO_RANGE, "the karras schedule's spacing")
 
 
 def alpha_sigma(t: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
