@@ -60,6 +60,10 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
                         "recommendation, else 200)")
     p.add_argument("--rho", type=float, help="spacing of the karras schedule: higher spends more steps at low "
                    "noise (default: the model's recommendation, else 7)")
+    p.add_argument("--tail-gate", type=float, metavar="DB", dest="tail_gate_db",
+                   help="push whatever lies more than DB (-120..-10) under the sound's loudest 10 ms further down, "
+                        "removing a model's hiss and rumble floor from the tails; 0 = off (default: the model's "
+                        "recommendation)")
     p.add_argument("--guidance", type=float, metavar="W",
                    help="classifier-free guidance scale, 1 = none (default: the model's recommendation); "
                         "higher is more typical of the category, less varied")
@@ -88,14 +92,14 @@ def run(args: argparse.Namespace) -> int:
     folder.cleanup_stale_temporaries()
     options = SamplingOptions(args.sampler, args.steps, args.schedule, args.eta, args.guidance,
                               None if args.guidance_interval is None else tuple(args.guidance_interval),
-                              args.sigma_max, args.rho).resolved(config)
+                              args.sigma_max, args.rho, args.tail_gate_db).resolved(config)
     length = None if args.seconds is None else config.length_for_seconds(args.seconds)
     recipe_base: dict[str, Any] = {
         "model": config.name, "model_hash": backend.model_hash, "backend": backend.kind,
         "sampler": options.sampler, "steps": options.steps, "schedule": options.schedule,
         "eta": options.eta, "guidance": options.guidance,
         "guidance_interval": list(options.guidance_interval), "sigma_max": options.sigma_max,
-        "rho": options.rho, "category": args.category,
+        "rho": options.rho, "tail_gate_db": options.tail_gate_db, "category": args.category,
         "model_rate": config.sample_rate,
     }
     low, high = options.guidance_interval

@@ -203,7 +203,7 @@ def _same_network(a: ModelConfig, b: ModelConfig) -> bool:
     """Whether two configs describe the same network and data, whatever their names, notes and recommendations."""
     def core(c: ModelConfig) -> ModelConfig:
         return replace(c, name="", notes="", license="", sampler=None, steps=None, guidance=1.0,
-                       guidance_interval=(0.0, 1.0), sigma_max=None, rho=None)
+                       guidance_interval=(0.0, 1.0), sigma_max=None, rho=None, tail_gate_db=0.0)
 
     return core(a) == core(b)
 

@@ -59,14 +59,14 @@ def recipe(job: Job, item: Item, index: int) -> dict[str, Any]:
         "category": plan.category, "seed": item.seed, "sampler": options.sampler, "steps": options.steps,
         "schedule": options.schedule, "eta": options.eta, "guidance": options.guidance,
         "guidance_interval": list(options.guidance_interval), "sigma_max": options.sigma_max,
-        "rho": options.rho,
+        "rho": options.rho, "tail_gate_db": options.tail_gate_db,
         "model_rate": facts.sample_rate, "job": job.id,
     }
     if plan.kind == "variation":
         doc.update(strength=plan.strength, sources=[str(p) for p in plan.sources])
     if plan.kind == "morph":
         doc.update(sampler="v-ddim", schedule="crash", eta=None, guidance=1.0, guidance_interval=[0.0, 1.0], seed=0,
-                   sigma_max=None, rho=None,
+                   sigma_max=None, rho=None, tail_gate_db=facts.tail_gate_db,
                    frame=index, frames=plan.frames,
                    sources=[str(p) for p in plan.sources])
     return doc

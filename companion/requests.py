@@ -148,6 +148,7 @@ class ModelFacts:
     guidance_interval: tuple[float, float] = (0.0, 1.0)  # and the times t' where it applies
     sigma_max: float | None = None  # the karras schedule's highest noise level (None: the companion's default)
     rho: float | None = None  # and its spacing
+    tail_gate_db: float = 0.0  # the model's recommended tail gate (0: none)
 
     @classmethod
     def of(cls, backend: Backend) -> ModelFacts:
@@ -156,7 +157,7 @@ class ModelFacts:
         return cls(config.name, tuple(config.categories), config.sample_rate, config.sample_size,
                    config.channels, backend.model_hash, f"{backend.kind}-{device}", device in ("cuda", "mps"),
                    config.length_for_seconds, config.sampler, config.steps, config.guidance,
-                   config.guidance_interval, config.sigma_max, config.rho)
+                   config.guidance_interval, config.sigma_max, config.rho, config.tail_gate_db)
 
     @property
     def seconds(self) -> float:
@@ -192,7 +193,7 @@ class Plan:
             return None
         o = self.options
         return (self.category, o.sampler, o.steps, o.schedule, o.eta, o.guidance, o.guidance_interval, o.sigma_max,
-                o.rho, self.length)
+                o.rho, o.tail_gate_db, self.length)
 
     @property
     def pool_ok(self) -> bool:

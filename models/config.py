@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from models.errors import ConfigError, LengthError
+from models.finish import check_tail_gate
 from models.schedules import check_rho, check_sigma_max
 
 HARMONAI_C_MULTS: tuple[int, ...] = (128, 128, 256, 256) + (512,) * 10
@@ -76,6 +77,10 @@ class ModelConfig:
     # the end fade of the one-shots the model learned from; generated sounds end with the same fade (0: none,
     # e.g. loop models, whose sounds go on past the window)
     fade_out_ms: float = 0.0
+    # the tail gate this model recommends (models/finish.py): dB under a sound's loudest 10 ms below which its
+    # output is pushed down (0: none). For models that leave a floor of hiss or rumble where their training
+    # sounds were silent
+    tail_gate_db: float = 0.0
     license: str = ""
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -117,6 +122,7 @@ class ModelConfig:
                 0.0 <= self.fade_out_ms <= 1000.0):  # fmt: skip
             raise ConfigError(f"fade_out_ms must be a number of milliseconds in 0..1000, got {self.fade_out_ms!r}")
         object.__setattr__(self, "fade_out_ms", float(self.fade_out_ms))
+        object.__setattr__(self, "tail_gate_db", check_tail_gate(self.tail_gate_db))
         object.__setattr__(self, "guidance", check_guidance(self.guidance, bool(self.categories)))
         object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
         if self.sigma_max is not None:

@@ -17,7 +17,7 @@ import numpy as np
 from models.backend import Backend, Denoiser
 from models.config import check_guidance, check_interval
 from models.errors import ConfigError, LengthError
-from models.finish import finish
+from models.finish import check_tail_gate, finish
 from models.samplers import DEFAULT_SAMPLER, get_sampler, invert, noise_to, sample, slerp
 from models.schedules import KARRAS_RHO, KARRAS_SIGMA_MAX, check_rho, check_sigma_max, make_schedule
 
@@ -46,6 +46,7 @@ class Recommendation(Protocol):
     categories: tuple[str, ...]
     sigma_max: float | None
     rho: float | None
+    tail_gate_db: float
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,10 @@ class SamplingOptions:
     """How to sample: sampler name (None = the model's recommended one, else :data:`DEFAULT_SAMPLER`),
     steps (None = the model's recommendation for that sampler, else the sampler's default), schedule
     (None = the sampler's default), eta, the classifier-free guidance scale and the times t' where it
-    applies (None = the model's recommendation; 1 = none), and the karras schedule's highest noise level and
+    applies (None = the model's recommendation; 1 = none), the karras schedule's highest noise level and
     spacing (None = the model's recommendation, else :data:`~models.schedules.KARRAS_SIGMA_MAX` and
-    :data:`~models.schedules.KARRAS_RHO`)."""
+    :data:`~models.schedules.KARRAS_RHO`), and the finish stage's tail gate (None = the model's
+    recommendation; 0 = off; see :func:`models.finish.gate_tail`)."""
 
     sampler: str | None = None
     steps: int | None = None
@@ -65,6 +67,7 @@ class SamplingOptions:
     guidance_interval: tuple[float, float] | None = None
     sigma_max: float | None = None
     rho: float | None = None
+    tail_gate_db: float | None = None
 
     def resolved(self, config: Recommendation | None = None) -> SamplingOptions:
         """Fill the defaults (``config``'s recommendations first) and check every field."""
@@ -91,8 +94,9 @@ class SamplingOptions:
             interval = getattr(config, "guidance_interval", (0.0, 1.0)) if config is not None else (0.0, 1.0)
         sigma_max = _chosen(self.sigma_max, getattr(config, "sigma_max", None), KARRAS_SIGMA_MAX, check_sigma_max)
         rho = _chosen(self.rho, getattr(config, "rho", None), KARRAS_RHO, check_rho)
+        gate = _chosen(self.tail_gate_db, getattr(config, "tail_gate_db", None), 0.0, check_tail_gate)
         return replace(self, sampler=sampler, steps=int(steps), schedule=schedule, guidance=guidance,
-                       guidance_interval=check_interval(interval), sigma_max=sigma_max, rho=rho)
+                       guidance_interval=check_interval(interval), sigma_max=sigma_max, rho=rho, tail_gate_db=gate)
 
     def sampler_kwargs(self) -> dict[str, float]:
         return {} if self.eta is None else {"eta": float(self.eta)}
@@ -172,7 +176,7 @@ def generate(
     ts = make_schedule(opts.schedule, opts.steps, sigma_max=opts.sigma_max, rho=opts.rho)
     denoise = guided(backend, labels, opts.guidance, opts.guidance_interval)
     out = sample(opts.sampler, denoise, noise, ts, rngs, callback=progress, cancel=cancel, **opts.sampler_kwargs())
-    return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
+    return finish(out[..., :length], config.sample_rate, config.fade_out_ms, opts.tail_gate_db)
 
 
 def variation(
@@ -213,7 +217,7 @@ def variation(
     x = noise_to(x0, ts[0], noise)
     denoise = guided(backend, labels, opts.guidance, opts.guidance_interval)
     out = sample(opts.sampler, denoise, x, ts, rngs, callback=progress, cancel=cancel, **opts.sampler_kwargs())
-    return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
+    return finish(out[..., :length], config.sample_rate, config.fade_out_ms, opts.tail_gate_db)
 
 
 def morph(
@@ -231,7 +235,7 @@ def morph(
 
     Both sources are inverted deterministically to pure-noise latents, interpolated spherically with
     weights k/(frames-1) (the first and last frames reconstruct the sources), and sampled back with the
-    deterministic DDIM sampler on the crash schedule.
+    deterministic DDIM sampler on the crash schedule, and finished with the model's tail gate.
     """
     config = backend.config
     if not isinstance(frames, (int, np.integer)) or not 2 <= frames <= 64:
@@ -260,4 +264,4 @@ def morph(
     frame_labels = None if labels is None else np.full(frames, labels[0])
     rngs = [np.random.default_rng(0) for _ in range(frames)]  # DDIM with eta 0 draws nothing
     out = sample("v-ddim", backend.denoiser(frame_labels), mixed, ts, rngs, callback=stage(steps), cancel=cancel)
-    return finish(out[..., :length], config.sample_rate, config.fade_out_ms)
+    return finish(out[..., :length], config.sample_rate, config.fade_out_ms, config.tail_gate_db)

@@ -1,4 +1,5 @@
-"""The finish stage: the start guard, DC removal, the model's end fade and full scale, alone and inside generation."""
+"""The finish stage: the start guard, DC removal, the tail gate, the model's end fade and full scale, alone and inside
+generation."""
 
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ from models.config import ModelConfig
 from models.errors import ConfigError
 from models.finish import (
     CEILING,
+    GATE_RATIO,
     GUARD_RATIO,
+    check_tail_gate,
     fade_out,
     fade_samples,
     finish,
     fit_full_scale,
+    gate_tail,
     guard_start,
     remove_dc,
 )
 from models.generate import SamplingOptions, generate, variation
-from tests.reference_nets import tiny_backend
+from tests.reference_nets import tiny_backend, tiny_config
 
 RATE = 44100
 
@@ -150,3 +154,147 @@ def test_generation_and_variation_end_in_the_models_fade():
     assert np.abs(varied[:, -1]).max() == 0.0
     for sound in (raw, faded, varied):  # no offset left in anything generated
         assert abs(float(sound.mean())) < 0.01
+
+
+def _decay_over_floor(floor_db: float = -60.0, seconds: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """A decaying 220 Hz tone (-6 dB every 25 ms after 20 ms) and, separately, a steady hiss ``floor_db`` under
+    the tone's peak: what a small network leaves where its sound should have died away."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    tone = np.sin(2 * np.pi * 220 * t) * np.minimum(1.0, 0.5 ** ((t - 0.02) / 0.025))
+    hiss = np.random.default_rng(0).standard_normal((2, t.size)) * 10 ** (floor_db / 20)
+    return np.stack([tone, tone]) * 0.8, hiss * 0.8
+
+
+def _rms_db(x: np.ndarray) -> float:
+    return 10 * np.log10(float(np.mean(x * x)) + 1e-30)
+
+
+def test_the_tail_gate_takes_the_floor_out_of_the_tail_and_leaves_the_body():
+    tone, hiss = _decay_over_floor()
+    gated = gate_tail(tone + hiss, RATE, -40.0)
+    body, tail = slice(0, int(0.08 * RATE)), slice(int(0.4 * RATE), None)  # the tone is 120 dB down by 0.4 s
+    # the body (the tone's first 40 dB of decay) is untouched
+    np.testing.assert_allclose(gated[:, body], (tone + hiss)[:, body], atol=1e-9)
+    # the hiss left alone in the tail sits 60 dB under the tone's peak; the gate takes it down by more than 40 dB
+    assert _rms_db(gated[:, tail]) < _rms_db(hiss[:, tail]) - 40.0
+    # and it steepens the last of the decay rather than chopping it: no step bigger than the release allows
+    gain_db = 20 * np.log10(np.abs(gated[0, : int(0.2 * RATE)]) / np.maximum(np.abs((tone + hiss)[0, : int(0.2 * RATE)]), 1e-12) + 1e-30)
+    audible = np.abs((tone + hiss)[0, : int(0.2 * RATE)]) > 1e-3
+    per_ms = np.abs(np.diff(gain_db[audible][:: RATE // 1000]))
+    assert per_ms.max() < 3.0 * GATE_RATIO
+
+
+def test_the_tail_gate_lets_a_second_hit_through():
+    tone, hiss = _decay_over_floor()
+    late = np.zeros_like(tone)
+    start = int(0.45 * RATE)  # a flam long after the first hit has died into the floor
+    late[:, start:] = tone[:, : tone.shape[1] - start]
+    gated = gate_tail(tone + late + hiss, RATE, -40.0)
+    hit = slice(start, start + int(0.03 * RATE))
+    assert _rms_db(gated[:, hit]) == pytest.approx(_rms_db((late + hiss)[:, hit]), abs=0.5)
+
+
+def test_the_tail_gate_leaves_the_synthesizers_sounds_almost_alone():
+    """On the sounds the default model learned from (which end in real silence, not a floor), the gate at the
+    default model's threshold changes nothing audible: what it takes is at least 45 dB under the sound, and
+    typically about 70 dB (measured: at most -48.7 dB, median -72 dB)."""
+    from models import synth
+    from models.default_recipe import DEFAULT_CONFIG
+
+    sounds = np.stack([synth.synthesize(name, np.random.default_rng([6, i]), 32768, RATE)
+                       for i, name in enumerate(synth.CATEGORIES * 2)]).astype(np.float64)
+    gated = gate_tail(sounds, RATE, DEFAULT_CONFIG.tail_gate_db)
+    change = [_rms_db(g - s) - _rms_db(s) for g, s in zip(gated, sounds, strict=True)]
+    assert max(change) < -45.0 and float(np.median(change)) < -65.0
+
+
+def test_the_tail_gate_is_per_item_and_off_at_zero():
+    tone, hiss = _decay_over_floor()
+    batch = np.stack([tone + hiss, 0.01 * (tone + hiss), np.zeros_like(tone)])  # a quiet item and a silent one
+    out = gate_tail(batch, RATE, -40.0)
+    np.testing.assert_allclose(out[1], 0.01 * out[0], rtol=1e-9, atol=1e-15)  # each item against its own peak
+    np.testing.assert_array_equal(out[2], 0.0)
+    mono = batch[0, 0]  # a mono [samples] item is gated as one channel
+    np.testing.assert_allclose(gate_tail(mono, RATE, -40.0), gate_tail(mono[None], RATE, -40.0)[0])
+    np.testing.assert_array_equal(gate_tail(batch, RATE, 0.0), batch)
+    np.testing.assert_array_equal(finish(batch, RATE, tail_gate_db=0.0), finish(batch, RATE))
+
+
+@pytest.mark.parametrize("bad", [-5, -121, 3, True, "-40", None])
+def test_tail_gate_thresholds_out_of_range_are_refused_by_name(bad):
+    with pytest.raises(ConfigError, match=r"tail_gate_db must be 0 \(off\) or a number of dB in -120..-10"):
+        check_tail_gate(bad)
+    with pytest.raises(ConfigError, match="tail_gate_db"):
+        ModelConfig(name="x", tail_gate_db=bad)
+    with pytest.raises(ConfigError, match="tail_gate_db"):
+        SamplingOptions(tail_gate_db=bad).resolved(ModelConfig(name="x")) if bad is not None else check_tail_gate(bad)
+
+
+def test_the_models_tail_gate_applies_unless_the_caller_chooses():
+    config = ModelConfig(name="x", tail_gate_db=-40)
+    assert ModelConfig.from_json(config.to_json()).tail_gate_db == -40.0
+    assert ModelConfig.from_dict({k: v for k, v in config.to_dict().items() if k != "tail_gate_db"}).tail_gate_db == 0
+    assert SamplingOptions().resolved(config).tail_gate_db == -40.0
+    assert SamplingOptions(tail_gate_db=0).resolved(config).tail_gate_db == 0.0  # the user turns it off
+    assert SamplingOptions(tail_gate_db=-60).resolved(config).tail_gate_db == -60.0
+    assert SamplingOptions().resolved(ModelConfig(name="y")).tail_gate_db == 0.0
+
+
+class _OracleBackend:
+    """Predicts the v that leads every sampler straight to one fixed sound: a decay into a floor of hiss."""
+
+    def __init__(self, target: np.ndarray, **config) -> None:
+        self.config = tiny_config(categories=("kick",), sample_size=target.shape[-1], **config)
+        self.target = target.astype(np.float32)
+
+    def denoiser(self, labels):
+        def denoise(x, t):
+            alpha, sigma = np.cos(t * np.pi / 2)[:, None, None], np.sin(t * np.pi / 2)[:, None, None]
+            eps = (x - alpha * self.target) / np.maximum(sigma, 1e-6)
+            return (alpha * eps - sigma * self.target).astype(np.float32)
+
+        return denoise
+
+
+def test_generation_and_variation_apply_the_tail_gate():
+    tone, hiss = _decay_over_floor(seconds=32768 / RATE)
+    backend = _OracleBackend(tone + hiss, sample_rate=RATE)
+    opts = SamplingOptions("dpmpp-2m", steps=4)
+    head, tail = slice(0, int(0.05 * RATE)), slice(int(0.4 * RATE), None)
+    plain = generate(backend, [3], category="kick", options=opts)[0]
+    assert _rms_db(plain[:, tail]) == pytest.approx(_rms_db(hiss[:, tail]), abs=1.0)  # the floor, as the model left it
+    gated = generate(backend, [3], category="kick", options=replace(opts, tail_gate_db=-40.0))[0]
+    assert _rms_db(gated[:, tail]) < _rms_db(plain[:, tail]) - 40.0
+    np.testing.assert_allclose(gated[:, head], plain[:, head], atol=1e-6)
+    varied = variation(backend, tone + hiss, [4], strength=0.5, category="kick", options=replace(opts, tail_gate_db=-40.0))
+    assert _rms_db(varied[0, :, tail]) < _rms_db(plain[:, tail]) - 40.0
+    backend.config = replace(backend.config, tail_gate_db=-40.0)  # the model's recommendation applies by default
+    np.testing.assert_allclose(generate(backend, [3], category="kick", options=opts)[0], gated, atol=1e-6)
+    off = generate(backend, [3], category="kick", options=replace(opts, tail_gate_db=0.0))[0]  # and can be turned off
+    np.testing.assert_allclose(off, plain, atol=1e-6)
+
+
+def test_cli_generate_takes_the_tail_gate_and_writes_it_in_the_recipe(tmp_path, capsys):
+    import json
+
+    from companion.cli import main
+    from tests.reference_nets import save_tiny
+
+    path = save_tiny(tmp_path / "g.safetensors", tail_gate_db=-30.0)
+    out = tmp_path / "out"
+    base = ["generate", "--model", str(path), "--category", "kick", "--steps", "2", "--sampler", "dpmpp-2m",
+            "--out", str(out), "--count", "1"]
+
+    def recipe_of(seed: str) -> dict:
+        sidecar = next(p for p in out.rglob("dd_*.json") if json.loads(p.read_text())["recipe"]["seed"] == int(seed))
+        return json.loads(sidecar.read_text())["recipe"]
+
+    assert main(base + ["--seed", "7"]) == 0
+    assert recipe_of("7")["tail_gate_db"] == -30.0  # the model's recommendation
+    assert main(base + ["--seed", "8", "--tail-gate", "-60"]) == 0
+    assert recipe_of("8")["tail_gate_db"] == -60.0
+    assert main(base + ["--seed", "9", "--tail-gate", "0"]) == 0
+    assert recipe_of("9")["tail_gate_db"] == 0.0
+    capsys.readouterr()
+    assert main(base + ["--seed", "10", "--tail-gate", "5"]) == 2
+    assert "tail_gate_db must be 0 (off) or a number of dB in -120..-10" in capsys.readouterr().err
