@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="sampler steps (default: the sampler's own)")
     p.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance scale, 1 = none (default: "
                    "the model's recommendation)")
+    p.add_argument("--tail-gate", type=float, metavar="DB", help="tail gate threshold in dB under a sound's loudest "
+                   "10 ms, -120..-10 (0 = off; default: the model's recommendation)")
     p.add_argument("--screenshot", type=Path, metavar="PATH", help="render the window with freshly generated "
                    "pads offscreen to this PNG, then exit")
     p.add_argument("--or-serve", action="store_true", help="with no display (or no PySide6), run the headless "

@@ -39,7 +39,7 @@ log = logging.getLogger("dd.serve")
 # flag dest -> settings key (every flag defaults to None: "not given, keep the file's value")
 _FLAGS = ("folder", "osc_host", "osc_port", "reply_port", "allow", "model", "backend", "device", "precision",
           "rate", "format", "pool_size", "pool_categories", "max_per_category", "batch_size", "queue_limit",
-          "steps", "sampler", "guidance", "seconds", "seed", "live", "midi_port", "audio_device")
+          "steps", "sampler", "guidance", "tail_gate", "seconds", "seed", "live", "midi_port", "audio_device")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"sampler (default: the model's recommended one, else {DEFAULT_SAMPLER})")
     p.add_argument("--guidance", type=float, metavar="W", help=f"classifier-free guidance scale, 1..{MAX_GUIDANCE:g} "
                    "(1 = none; default: the model's recommendation)")
+    p.add_argument("--tail-gate", type=float, metavar="DB", help="tail gate threshold in dB under a sound's loudest "
+                   "10 ms, -120..-10 (0 = off; default: the model's recommendation)")
     p.add_argument("--seconds", type=float, help="length of new samples (default: the model's window)")
     p.add_argument("--seed", type=int, help="seed when a request names none (default -1 = random)")
     p.add_argument("--midi", dest="midi_port", metavar="PORT", help="MIDI input port (name prefix; implies "

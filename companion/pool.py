@@ -4,7 +4,7 @@ Pooled samples are held in memory (not written), so the watched folder only ever
 someone asked for; a take hands a ready sample to the engine's writer in microseconds. Refills are
 background jobs (lowest priority, pre-empted by live requests, at most one batch each) submitted
 whenever a category's stock plus its refills in flight fall below the pool size. The stock is keyed
-by the model and the sampling settings: a model switch or a change of steps, sampler, guidance or
+by the model and the sampling settings: a model switch or a change of steps, sampler, guidance, tail gate or
 seconds throws it away and starts again. Categories in use are the configured ones (all of the model's by
 default) plus every category asked for since.
 """
@@ -29,7 +29,7 @@ from models.samplers import Cancelled
 
 log = logging.getLogger("dd.pool")
 
-_INVALIDATING = ("steps", "sampler", "guidance", "seconds")  # parameters that change what a pooled sample is
+_INVALIDATING = ("steps", "sampler", "guidance", "tail_gate", "seconds")  # parameters that change what a pooled sample is
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10: JSON settings files still work
     tomllib = None  # type: ignore[assignment]
 
-PARAM_KEYS = ("steps", "sampler", "guidance", "strength", "seconds", "pool_size", "batch_size", "seed", "audition")
+PARAM_KEYS = ("steps", "sampler", "guidance", "tail_gate", "strength", "seconds", "pool_size", "batch_size", "seed",
+              "audition")
 
 
 class SettingsError(DDError, ValueError):
@@ -83,6 +84,8 @@ SPECS: dict[str, Spec] = {
                     choices=tuple(SAMPLERS), optional=True),
     "guidance": Spec(float, "classifier-free guidance scale, 1 = none (unset = the model's recommendation; "
                      "above 1 only for models with categories)", 1.0, MAX_GUIDANCE, optional=True),
+    "tail_gate": Spec(float, "tail gate threshold in dB under a sound's loudest 10 ms, 0 = off, else -120..-10 "
+                      "(unset = the model's recommendation)", -120.0, 0.0, optional=True),
     "strength": Spec(float, "default variation strength", 0.0, 1.0, low_open=True),
     "seconds": Spec(float, "length of new samples (unset = the model's window)", 0.05, 60.0, optional=True),
     "pool_size": Spec(int, "samples kept pre-rendered per category (0 = no pool)", 0, 64),
@@ -107,6 +110,7 @@ class Params:
     steps: int | None = None
     sampler: str | None = None
     guidance: float | None = None  # None: the loaded model's recommendation
+    tail_gate: float | None = None  # likewise
     strength: float = 0.5
     seconds: float | None = None
     pool_size: int = 2
@@ -185,6 +189,8 @@ def check_setting(key: str, value: Any) -> Any:
     if too_low or (spec.high is not None and value > spec.high):
         allowed = f"({_num(spec.low)}, {_num(spec.high)}]" if spec.low_open else f"{_num(spec.low)}..{_num(spec.high)}"
         raise SettingsError(f"{key} must be in {allowed}, got {value!r}", "out_of_range")
+    if key == "tail_gate" and -10.0 < value < 0.0:
+        raise SettingsError(f"tail_gate must be 0 (off) or in -120..-10, got {value!r}", "out_of_range")
     return value
 
 

@@ -277,6 +277,10 @@ _PARAMS = (
         "1 = none, higher = more typical of the category, at up to twice the compute. Until set, the loaded "
         "model's recommendation; an unconditional model always renders unguided (above 1 gets `bad_config`). "
         "A change empties the pre-render pool", low=1.0, high=MAX_GUIDANCE),
+    Arg("tail_gate", "f", "tail gate of new samples and variations: whatever lies more than this many dB under a "
+        "sound's loudest 10 ms is pushed further down, taking a model's hiss and rumble floor out of the tails; "
+        "0 = off, else -120..-10 (between gets `out_of_range`). Until set, the loaded model's recommendation. "
+        "A change empties the pre-render pool", low=-120.0, high=0.0),
     Arg("strength", "f", "default variation strength: 0 keeps the source, 1 ignores it", low=0.0, high=1.0),
     Arg("seconds", "f", "length of new samples in seconds (the engine rounds it to what the model can make)",
         low=0.05, high=60.0),

@@ -82,6 +82,8 @@ def test_generate_over_udp_gives_paths_to_readable_wavs(serve):
         (("/dd/set", "guidance", 25.0), "out_of_range", "guidance must be in range 1..20, got 25.0"),
         (("/dd/set", "guidance", 0), "out_of_range", "guidance must be in range 1..20, got 0.0"),
         (("/dd/set", "guidance", "strong"), "bad_type", "guidance must be a number, got 'strong'"),
+        (("/dd/set", "tail_gate", -5.0), "out_of_range", "tail_gate must be 0 (off) or in -120..-10, got -5.0"),
+        (("/dd/set", "tail_gate", -130.0), "out_of_range", "tail_gate must be in range -120..0, got -130.0"),
         (("/dd/get", "colour"), "unknown_param", "unknown setting 'colour'"),
         (("/dd/variation", "/no/such.wav"), "not_found", "source file '/no/such.wav' does not exist"),
         (("/dd/variation", "job:77"), "not_found", "job 77 has no result"),
@@ -240,6 +242,23 @@ def test_set_guidance_over_udp_guides_what_the_engine_renders(serve):
     _, args = client.request("/dd/morph", str(plain), str(guided), 2, expect=("/dd/done",))
     assert [read_recipe(p)["recipe"]["guidance"] for p in args[1:]] == [1.0, 1.0]  # morphs stay unguided
     assert companion.settings_in_effect().guidance == 3.0  # what --save-settings / the window's Save keep
+
+
+def test_set_tail_gate_over_udp_applies_to_what_the_engine_renders(serve):
+    companion, client = serve()
+    assert client.request("/dd/get", "tail_gate") == ("/dd/param", ("tail_gate", 0.0))  # the model's: none
+    assert client.request("/dd/set", "tail_gate", -30) == ("/dd/param", ("tail_gate", -30.0))
+    assert client.request("/dd/get", "tail_gate") == ("/dd/param", ("tail_gate", -30.0))
+    _, args = client.request("/dd/generate", "kick", 1, 1234, expect=("/dd/done",))
+    gated = Path(args[1])
+    assert read_recipe(gated)["recipe"]["tail_gate_db"] == -30.0  # the WAV's INFO chunk
+    assert json.loads(gated.with_suffix(".json").read_text())["recipe"]["tail_gate_db"] == -30.0  # the sidecar
+    _, args = client.request("/dd/variation", str(gated), 0.5, 1, 7, expect=("/dd/done",))
+    assert read_recipe(args[1])["recipe"]["tail_gate_db"] == -30.0
+    assert client.request("/dd/set", "tail_gate", 0) == ("/dd/param", ("tail_gate", 0.0))  # off
+    _, args = client.request("/dd/generate", "kick", 1, 1234, expect=("/dd/done",))
+    assert read_recipe(Path(args[1]))["recipe"]["tail_gate_db"] == 0.0
+    assert companion.settings_in_effect().tail_gate == 0.0  # what --save-settings / the window's Save keep
 
 
 def _start_serve(folder, model, *extra, env=None):

@@ -231,3 +231,22 @@ def test_serve_live_flags_are_saved_and_read_back(tmp_path):
     fresh = tmp_path / "fresh.toml"
     assert cmd_serve.settings_from_args(serve_args("--config", str(fresh), "--save-settings", "--midi", "X")).live == 1
     assert cmd_serve.settings_from_args(serve_args("--config", str(fresh), "--save-settings")).live == 0
+
+
+def test_tail_gate_from_the_file_and_the_flag_round_trips_and_is_checked(tmp_path):
+    path = tmp_path / "settings.toml"
+    assert Settings().tail_gate is None and "tail_gate" in settings_mod.PARAM_KEYS  # unset: the model's
+    path.write_text("tail_gate = -50\n")
+    assert load_settings(path).tail_gate == -50.0
+    settings = cmd_serve.settings_from_args(serve_args("--config", str(path), "--tail-gate", "0"))
+    assert settings.tail_gate == 0.0 and settings.params().tail_gate == 0.0  # the flag wins: off
+    save_settings(settings, path)
+    assert "tail_gate = 0.0" in path.read_text() and load_settings(path).tail_gate == 0.0
+    gui = build_parser().parse_args(["gui", "--config", str(path), "--tail-gate", "-45"])
+    assert cmd_serve.settings_from_args(gui).tail_gate == -45.0
+    for text, needle in (("tail_gate = -5\n", "tail_gate must be 0 (off) or in -120..-10, got -5.0"),
+                         ("tail_gate = 3\n", "tail_gate must be in -120..0, got 3.0")):
+        path.write_text(text)
+        with pytest.raises(SettingsError, match=needle.replace("(", r"\(").replace(")", r"\)")) as err:
+            load_settings(path)
+        assert err.value.code == "out_of_range"
