@@ -1,7 +1,8 @@
-"""Settings: output folder, audio device, MIDI port and MIDI learn, OSC ports, backend, pool size, pads.
+"""Settings: output folder, audio device, MIDI port and MIDI learn, OSC ports, backend, pool size, tail gate,
+pads.
 
-"Save" writes the same settings file the headless ``serve`` reads (via the bridge). The pool size,
-the pad behaviour and the audio device apply at once; the folder, OSC ports, MIDI port and backend at
+"Save" writes the same settings file the headless ``serve`` reads (via the bridge). The pool size, the
+tail gate, the pad behaviour and the audio device apply at once; the folder, OSC ports, MIDI port and backend at
 the next start, as the panel says.
 """
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -31,6 +33,7 @@ from gui.pad_grid import label
 from models.backend import BACKENDS
 
 DEFAULT_AUDIO = "(system default)"
+GATE_MODES = (("model's choice", "model"), ("off", "off"), ("threshold", "threshold"))
 VIRTUAL_MIDI = f"(virtual port '{VIRTUAL_NAME}')"
 
 
@@ -101,6 +104,20 @@ class SettingsPanel(QWidget):
         form.addRow("Backend", self.backend)
         form.addRow("Device", self.device)
         form.addRow("Pool size (now)", self.pool_size)
+        gate_row = QHBoxLayout()  # the tail gate: the model's recommendation, off, or a threshold of one's own
+        self.gate_mode = QComboBox()
+        for text, mode in GATE_MODES:
+            self.gate_mode.addItem(text, mode)
+        self.gate_mode.setToolTip("push what lies more than the threshold under a sound's loudest 10 ms further "
+                                  "down: takes a model's hiss and rumble floor out of the tails")
+        self.gate_db = QDoubleSpinBox(minimum=-120.0, maximum=-10.0, singleStep=5.0, decimals=1, suffix=" dB")
+        self.gate_db.setValue(s.tail_gate if s.tail_gate not in (None, 0.0) else -40.0)
+        self.gate_mode.setCurrentIndex(0 if s.tail_gate is None else 1 if s.tail_gate == 0.0 else 2)
+        self.gate_mode.currentIndexChanged.connect(self._gate_mode)
+        self._gate_mode()
+        gate_row.addWidget(self.gate_mode)
+        gate_row.addWidget(self.gate_db, 1)
+        form.addRow("Tail gate (now)", gate_row)
         outer.addWidget(net)
 
         row = QHBoxLayout()
@@ -144,6 +161,14 @@ class SettingsPanel(QWidget):
                     index = box.count() - 1
                 box.setCurrentIndex(index)
 
+    def _gate_mode(self) -> None:
+        self.gate_db.setEnabled(self.gate_mode.currentData() == "threshold")
+
+    def tail_gate(self) -> float | None:
+        """The tail gate setting the panel shows: None (the model's), 0 (off) or a threshold in dB."""
+        mode = self.gate_mode.currentData()
+        return None if mode == "model" else 0.0 if mode == "off" else float(self.gate_db.value())
+
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Output folder", self.folder.text())
         if folder:
@@ -180,6 +205,7 @@ class SettingsPanel(QWidget):
             "backend": self.backend.currentText(),
             "device": self.device.text().strip() or "auto",
             "pool_size": self.pool_size.value(),
+            "tail_gate": self.tail_gate(),
         }
 
     def save(self) -> None:

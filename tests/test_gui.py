@@ -162,6 +162,26 @@ def test_a_setting_changed_in_the_panel_is_saved_and_applied(window, tmp_path):
     assert str(path) in panel.saved_label.text()
 
 
+def test_the_tail_gate_set_in_the_panel_is_saved_and_applied(window, tmp_path):
+    panel = window.settings_panel
+    assert panel.gate_mode.currentData() == "model" and not panel.gate_db.isEnabled()
+    panel.gate_mode.setCurrentIndex(2)  # a threshold of one's own
+    assert panel.gate_db.isEnabled()
+    panel.gate_db.setValue(-55.0)
+    panel.save_button.click()
+    path = tmp_path / "settings.toml"
+    assert load_settings(path, must_exist=True).tail_gate == -55.0
+    assert window.bridge.companion.engine.params.tail_gate == -55.0  # applies at once
+    panel.gate_mode.setCurrentIndex(1)  # off
+    panel.save_button.click()
+    assert load_settings(path, must_exist=True).tail_gate == 0.0
+    assert window.bridge.companion.engine.params.tail_gate == 0.0
+    panel.gate_mode.setCurrentIndex(0)  # back to the model's recommendation
+    panel.save_button.click()
+    assert load_settings(path, must_exist=True).tail_gate is None
+    assert window.bridge.companion.engine.params.tail_gate is None
+
+
 def test_a_bad_model_file_shows_an_error_and_the_previous_model_stays(window, qtbot, tmp_path):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"this is not a model" * 10)
