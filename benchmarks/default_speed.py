@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.backend import available_backends, load_backend  # noqa: E402
+from models.finish import finish  # noqa: E402
 from models.generate import SamplingOptions, generate  # noqa: E402
 from models.schedules import make_schedule  # noqa: E402
 
@@ -76,6 +77,19 @@ def main() -> None:
                                                         f"{opts.guidance_interval[1]:g}]"
         print(f"{label:<30}{opts.sampler + ' x ' + str(opts.steps):<20}{guidance:<18}{batch_calls(opts):6.0f}{cells}")
     print("(s = seconds per second of audio; target: well under 1)")
+    # the finish stage runs on every sound after sampling; the tail gate is its only part that scales with the audio
+    sound = generate(next(iter(loaded.values())), [1], category=args.category, length=length,
+                     options=SamplingOptions(tail_gate_db=0.0))[0]
+    cost = {}
+    for gate in (0.0, config.tail_gate_db or -40.0):
+        times = []
+        for _ in range(max(5, args.repeats)):
+            start = time.perf_counter()
+            finish(sound, config.sample_rate, config.fade_out_ms, gate)
+            times.append(time.perf_counter() - start)
+        cost[gate] = statistics.median(times) / args.seconds * 1000
+    print("finish stage: " + ", ".join(f"{'no tail gate' if g == 0 else f'tail gate {g:g} dB'} {ms:.1f} ms"
+                                       for g, ms in cost.items()) + " per second of audio")
 
 
 if __name__ == "__main__":
