@@ -27,6 +27,7 @@ from companion.padmap import PadMapError, check_config
 from models.backend import BACKENDS
 from models.config import MAX_GUIDANCE
 from models.errors import DDError
+from models.finish import TAIL_GATE_RANGE
 from models.generate import MAX_SEED
 from models.samplers import DEFAULT_SAMPLER, SAMPLERS
 
@@ -84,8 +85,9 @@ SPECS: dict[str, Spec] = {
                     choices=tuple(SAMPLERS), optional=True),
     "guidance": Spec(float, "classifier-free guidance scale, 1 = none (unset = the model's recommendation; "
                      "above 1 only for models with categories)", 1.0, MAX_GUIDANCE, optional=True),
-    "tail_gate": Spec(float, "tail gate threshold in dB under a sound's loudest 10 ms, 0 = off, else -120..-10 "
-                      "(unset = the model's recommendation)", -120.0, 0.0, optional=True),
+    "tail_gate": Spec(float, f"tail gate threshold in dB under a sound's loudest 10 ms, 0 = off, else "
+                      f"{TAIL_GATE_RANGE[0]:g}..{TAIL_GATE_RANGE[1]:g} (unset = the model's recommendation)",
+                      TAIL_GATE_RANGE[0], 0.0, optional=True),
     "strength": Spec(float, "default variation strength", 0.0, 1.0, low_open=True),
     "seconds": Spec(float, "length of new samples (unset = the model's window)", 0.05, 60.0, optional=True),
     "pool_size": Spec(int, "samples kept pre-rendered per category (0 = no pool)", 0, 64),
@@ -189,8 +191,9 @@ def check_setting(key: str, value: Any) -> Any:
     if too_low or (spec.high is not None and value > spec.high):
         allowed = f"({_num(spec.low)}, {_num(spec.high)}]" if spec.low_open else f"{_num(spec.low)}..{_num(spec.high)}"
         raise SettingsError(f"{key} must be in {allowed}, got {value!r}", "out_of_range")
-    if key == "tail_gate" and -10.0 < value < 0.0:
-        raise SettingsError(f"tail_gate must be 0 (off) or in -120..-10, got {value!r}", "out_of_range")
+    if key == "tail_gate" and TAIL_GATE_RANGE[1] < value < 0.0:  # the spec's range has a gap: models/finish.py
+        low, high = TAIL_GATE_RANGE
+        raise SettingsError(f"tail_gate must be 0 (off) or in {low:g}..{high:g}, got {value!r}", "out_of_range")
     return value
 
 

@@ -31,6 +31,7 @@ from companion.padmap import MODIFIERS, PARAMS
 from gui.bridge import Bridge
 from gui.pad_grid import label
 from models.backend import BACKENDS
+from models.finish import TAIL_GATE_RANGE
 
 DEFAULT_AUDIO = "(system default)"
 GATE_MODES = (("model's choice", "model"), ("off", "off"), ("threshold", "threshold"))
@@ -110,7 +111,8 @@ class SettingsPanel(QWidget):
             self.gate_mode.addItem(text, mode)
         self.gate_mode.setToolTip("push what lies more than the threshold under a sound's loudest 10 ms further "
                                   "down: takes a model's hiss and rumble floor out of the tails")
-        self.gate_db = QDoubleSpinBox(minimum=-120.0, maximum=-10.0, singleStep=5.0, decimals=1, suffix=" dB")
+        self.gate_db = QDoubleSpinBox(minimum=TAIL_GATE_RANGE[0], maximum=TAIL_GATE_RANGE[1], singleStep=5.0,
+                                      decimals=1, suffix=" dB")
         self.gate_db.setValue(s.tail_gate if s.tail_gate not in (None, 0.0) else -40.0)
         self.gate_mode.setCurrentIndex(0 if s.tail_gate is None else 1 if s.tail_gate == 0.0 else 2)
         self.gate_mode.currentIndexChanged.connect(self._gate_mode)
