@@ -1,8 +1,8 @@
-"""Settings: output folder, audio device, MIDI port and MIDI learn, OSC ports, backend, pool size, tail gate,
+"""Settings: output folder, audio device, MIDI port and MIDI learn, OSC ports, backend, pool size, tail gate, low cut,
 pads.
 
 "Save" writes the same settings file the headless ``serve`` reads (via the bridge). The pool size, the
-tail gate, the pad behaviour and the audio device apply at once; the folder, OSC ports, MIDI port and backend at
+tail gate, the low cut, the pad behaviour and the audio device apply at once; the folder, OSC ports, MIDI port and backend at
 the next start, as the panel says.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -120,6 +121,11 @@ class SettingsPanel(QWidget):
         gate_row.addWidget(self.gate_mode)
         gate_row.addWidget(self.gate_db, 1)
         form.addRow("Tail gate (now)", gate_row)
+        self.low_cut = QCheckBox("the model's, per category")
+        self.low_cut.setToolTip("high-pass each new sample where its category's training sounds have almost nothing: "
+                                "takes the network's rumble out from under hats, claps and snares")
+        self.low_cut.setChecked(s.low_cut != 0)
+        form.addRow("Low cut (now)", self.low_cut)
         outer.addWidget(net)
 
         row = QHBoxLayout()
@@ -208,6 +214,7 @@ class SettingsPanel(QWidget):
             "device": self.device.text().strip() or "auto",
             "pool_size": self.pool_size.value(),
             "tail_gate": self.tail_gate(),
+            "low_cut": None if self.low_cut.isChecked() else 0,
         }
 
     def save(self) -> None:

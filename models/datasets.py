@@ -27,6 +27,7 @@ from models import synth
 from models.audio_io import AUDIO_SUFFIXES, AudioFileError, load_audio
 from models.config import ModelConfig
 from models.errors import ConfigError, DDError
+from models.finish import low_cut_of
 
 log = logging.getLogger("dd.datasets")
 
@@ -402,6 +403,28 @@ def fit_to_model(source: AudioSource, config: ModelConfig, *, unconditional: boo
     mapping = {i: lowered.index(c.lower()) for i, c in enumerate(source.categories)}
     source.label_map = None if all(i == j for i, j in mapping.items()) else mapping
     source.drop_labels = False
+
+
+LOW_CUT_ITEMS = 256  # sounds per category the trainer measures a model's low cut on
+
+
+def measure_low_cut(source: AudioSource, config: ModelConfig, per_category: int = LOW_CUT_ITEMS) -> tuple[float, ...]:
+    """``config.low_cut_hz`` measured on ``source`` (already fitted to ``config`` by :func:`fit_to_model`):
+    each category's low cut (:func:`models.finish.low_cut_of`) over its first ``per_category`` items;
+    categories the data does not have keep the model's corner (0 if it has none)."""
+    if not config.categories or not source.conditional:
+        return config.low_cut_hz
+    found: list[list[np.ndarray]] = [[] for _ in config.categories]
+    wanted = {label for label in (source.label_map or {i: i for i in range(len(source.categories))}).values()}
+    end = len(source) or per_category * len(config.categories)
+    for index in range(end):
+        audio, label = source.item(index)
+        if label is not None and len(found[label]) < per_category:
+            found[label].append(audio)
+        if all(len(found[k]) >= per_category for k in wanted):
+            break
+    old = config.low_cut_hz or (0.0,) * len(config.categories)
+    return tuple(low_cut_of(found[k], source.sample_rate) if found[k] else old[k] for k in range(len(old)))
 
 
 def open_source(kind: str, *, path: str | Path | None = None, sample_rate: int, sample_size: int,

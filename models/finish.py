@@ -12,6 +12,11 @@ it by hand; the companion does it before anything is written or played:
   attack stays (on the synthesizer's sounds it changes 1.7% of them, by less than 0.01);
 - a zero-phase high-pass at :data:`DC_CUTOFF_HZ` (second order, applied in the frequency domain over a
   zero-padded copy, so nothing wraps around and the transient keeps its shape); -0.26 dB at 20 Hz, -0.05 dB at 30 Hz;
+- the low cut, when the model has one for the sound's category (``ModelConfig.low_cut_hz``) and the caller
+  leaves it on: the same high-pass moved up to where the category's training sounds have (almost) nothing
+  (:func:`low_cut_of`). A small network spreads its error evenly over the spectrum, which under a hi-hat or
+  a clap is a rumble 13-23 dB louder than anything in its training data below 150 Hz; a producer would
+  high-pass it away, and the companion does it for them;
 - the tail gate, when the model recommends it (``ModelConfig.tail_gate_db``) or the caller asks for it: a
   downward expander that pushes whatever lies more than the threshold below the sound's loudest 10 ms
   further down. A small network leaves a floor of hiss and rumble where its sound should have died away
@@ -27,6 +32,8 @@ NumPy only, item by item, so a seed still gives the same sound whatever the batc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from models.errors import ConfigError
@@ -38,6 +45,9 @@ GUARD_MS, GUARD_WINDOW_MS, GUARD_RATIO = 0.2, 2.0, 1.25
 TAIL_GATE_RANGE = (-120.0, -10.0)  # thresholds in dB under the loudest 10 ms; 0 turns the gate off
 GATE_RATIO = 4.0  # 1 dB under the threshold becomes 4 dB under it
 GATE_WINDOW_MS, GATE_HOP_MS, GATE_RELEASE_MS, GATE_RANGE_DB = 10.0, 1.0, 50.0, 90.0
+# A category's low cut: the frequency under which all but LOW_CUT_PERCENTILE % of its training sounds hold less
+# than LOW_CUT_SHARE_DB of their energy (-30 dB: 0.1%); under DC_CUTOFF_HZ it is 0 (the DC filter is enough)
+LOW_CUT_SHARE_DB, LOW_CUT_PERCENTILE, LOW_CUT_MAX_HZ = -30.0, 5.0, 5000.0
 
 
 def check_tail_gate(value: object) -> float:
@@ -48,6 +58,45 @@ def check_tail_gate(value: object) -> float:
         raise ConfigError(f"tail_gate_db must be 0 (off) or a number of dB in {low:g}..{high:g} under the sound's "
                           f"loudest 10 ms, got {value!r}")
     return float(value)
+
+
+def check_low_cut(value: object) -> float:
+    """A low-cut corner: 0 (none) or a number of Hz in DC_CUTOFF_HZ..LOW_CUT_MAX_HZ."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+            float(value) == 0.0 or DC_CUTOFF_HZ <= float(value) <= LOW_CUT_MAX_HZ):  # fmt: skip
+        raise ConfigError(f"a low cut must be 0 (none) or a number of Hz in {DC_CUTOFF_HZ:g}..{LOW_CUT_MAX_HZ:g}, "
+                          f"got {value!r}")
+    return float(value)
+
+
+def low_cut_for(categories: Sequence[str], low_cut_hz: Sequence[float], category: str | None) -> float:
+    """The corner of ``category`` in a model's per-category ``low_cut_hz`` (0: none, also for None, for a
+    category the model lacks, and for models without low cuts)."""
+    if category is None or not low_cut_hz or category not in categories:
+        return 0.0
+    return float(low_cut_hz[list(categories).index(category)])
+
+
+def low_cut_of(sounds: Sequence[np.ndarray], sample_rate: int) -> float:
+    """The low cut of a set of sounds (each ``[channels, samples]`` or ``[samples]``): the frequency under which
+    all but :data:`LOW_CUT_PERCENTILE` % of them hold less than :data:`LOW_CUT_SHARE_DB` of their energy
+    (channels summed), in whole Hz, capped at :data:`LOW_CUT_MAX_HZ`; 0 when that is under
+    :data:`DC_CUTOFF_HZ` or no sound has any energy."""
+    share = 10.0 ** (LOW_CUT_SHARE_DB / 10.0)
+    corners = []
+    for sound in sounds:
+        x = np.asarray(sound, dtype=np.float64)
+        mid = x.reshape(-1, x.shape[-1]).mean(axis=0)
+        power = np.abs(np.fft.rfft(mid)) ** 2
+        total = power.sum()
+        if not np.isfinite(total) or total <= 0.0:
+            continue
+        freqs = np.fft.rfftfreq(len(mid), 1.0 / sample_rate)
+        corners.append(freqs[min(int(np.searchsorted(np.cumsum(power) / total, share)), len(freqs) - 1)])
+    if not corners:
+        return 0.0
+    corner = float(np.round(min(np.percentile(corners, LOW_CUT_PERCENTILE), LOW_CUT_MAX_HZ)))
+    return corner if corner >= DC_CUTOFF_HZ else 0.0
 
 
 def remove_dc(audio: np.ndarray, sample_rate: int, cutoff_hz: float = DC_CUTOFF_HZ) -> np.ndarray:
@@ -152,10 +201,12 @@ def gate_tail(audio: np.ndarray, sample_rate: int, threshold_db: float) -> np.nd
     return x * (10.0 ** (gain / 20.0))[..., None, :]
 
 
-def finish(audio: np.ndarray, sample_rate: int, fade_ms: float = 0.0, tail_gate_db: float = 0.0) -> np.ndarray:
-    """The start guard, DC removal, the tail gate (0: none), the model's end fade, then no peak past full
-    scale: float32, same shape."""
-    x = remove_dc(guard_start(audio, sample_rate), sample_rate)
+def finish(audio: np.ndarray, sample_rate: int, fade_ms: float = 0.0, tail_gate_db: float = 0.0,
+           low_cut_hz: float = 0.0) -> np.ndarray:
+    """The start guard, DC removal (with the high-pass at ``low_cut_hz`` instead when that is higher; 0: none),
+    the tail gate (0: none), the model's end fade, then no peak past full scale: float32, same shape."""
+    corner = max(DC_CUTOFF_HZ, check_low_cut(low_cut_hz))
+    x = remove_dc(guard_start(audio, sample_rate), sample_rate, min(corner, 0.45 * sample_rate))
     if tail_gate_db:
         x = gate_tail(x, sample_rate, tail_gate_db)
     if fade_ms > 0:

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from models.checkpoints import load_strict, safe_torch_load, save_model
 from models.config import MAX_GUIDANCE, TIME_FEATURES, ModelConfig
-from models.datasets import AudioSource, DatasetError, fit_to_model, make_batch, open_source
+from models.datasets import AudioSource, DatasetError, fit_to_model, make_batch, measure_low_cut, open_source
 from models.errors import CheckpointError, ConfigError, DDError
 from models.network import DiffusionAttnUnet1D
 from models.schedules import crash_t
@@ -292,6 +292,10 @@ class Trainer:
             # the frozen starting weights give the targets; the result recommends no further guidance
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
             self.config = replace(config, guidance=1.0, guidance_interval=(0.0, 1.0))
+        if _resume is None and not self.unconditional:
+            # where each category's training sounds have almost nothing: the finish stage cuts the model's
+            # rumble there (models/finish.py low_cut_of); categories the data lacks keep the model's corner
+            self.config = replace(self.config, low_cut_hz=measure_low_cut(source, self.config))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr)
         self.scaler = torch.amp.GradScaler("cuda") if options.precision == "fp16" else None
         self.step = 0

@@ -24,7 +24,7 @@ from models.finish import (
     remove_dc,
 )
 from models.generate import SamplingOptions, generate, variation
-from tests.reference_nets import tiny_backend, tiny_config
+from tests.reference_nets import OracleBackend, tiny_backend
 
 RATE = 44100
 
@@ -240,25 +240,9 @@ def test_the_models_tail_gate_applies_unless_the_caller_chooses():
     assert SamplingOptions().resolved(ModelConfig(name="y")).tail_gate_db == 0.0
 
 
-class _OracleBackend:
-    """Predicts the v that leads every sampler straight to one fixed sound: a decay into a floor of hiss."""
-
-    def __init__(self, target: np.ndarray, **config) -> None:
-        self.config = tiny_config(categories=("kick",), sample_size=target.shape[-1], **config)
-        self.target = target.astype(np.float32)
-
-    def denoiser(self, labels):
-        def denoise(x, t):
-            alpha, sigma = np.cos(t * np.pi / 2)[:, None, None], np.sin(t * np.pi / 2)[:, None, None]
-            eps = (x - alpha * self.target) / np.maximum(sigma, 1e-6)
-            return (alpha * eps - sigma * self.target).astype(np.float32)
-
-        return denoise
-
-
 def test_generation_and_variation_apply_the_tail_gate():
     tone, hiss = _decay_over_floor(seconds=32768 / RATE)
-    backend = _OracleBackend(tone + hiss, sample_rate=RATE)
+    backend = OracleBackend(tone + hiss, sample_rate=RATE, categories=("kick",))
     opts = SamplingOptions("dpmpp-2m", steps=4)
     head, tail = slice(0, int(0.05 * RATE)), slice(int(0.4 * RATE), None)
     plain = generate(backend, [3], category="kick", options=opts)[0]
