@@ -296,6 +296,9 @@ class Trainer:
             # where each category's training sounds have almost nothing: the finish stage cuts the model's
             # rumble there (models/finish.py low_cut_of); categories the data lacks keep the model's corner
             self.config = replace(self.config, low_cut_hz=measure_low_cut(source, self.config))
+            if any(self.config.low_cut_hz):
+                log.info("low cut per category (Hz): %s", ", ".join(
+                    f"{c} {hz:g}" for c, hz in zip(self.config.categories, self.config.low_cut_hz, strict=True)))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr)
         self.scaler = torch.amp.GradScaler("cuda") if options.precision == "fp16" else None
         self.step = 0
