@@ -81,8 +81,8 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     parser.add_argument("--tail-gate", type=float, default=None, dest="tail_gate_db",
                         help="tail gate threshold in dB, 0 = off (default: the model's)")
-    parser.add_argument("--no-low-cut", dest="low_cut", action="store_const", const=False, default=None,
-                        help="leave out the model's per-category low cut")
+    parser.add_argument("--no-band-limit", dest="band_limit", action="store_const", const=False, default=None,
+                        help="leave out the model's per-category band limits (low and high cut)")
     parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--batch", type=int, default=1, help="sounds per generate() call (wall time is per sound)")
@@ -100,11 +100,11 @@ def main() -> None:
     interval = None if args.guidance_interval is None else tuple(args.guidance_interval)
     options = SamplingOptions(args.sampler, args.steps, args.schedule, guidance=args.guidance,
                               guidance_interval=interval, sigma_max=args.sigma_max, rho=args.rho,
-                              tail_gate_db=args.tail_gate_db, low_cut=args.low_cut)
+                              tail_gate_db=args.tail_gate_db, band_limit=args.band_limit)
     options = options.resolved(config)
     print(f"model {config.name} ({backend.kind}/{backend.device}), {options.sampler} x {options.steps} steps "
           f"({options.schedule} schedule, sigma_max {options.sigma_max:g}, rho {options.rho:g}), "
-          f"guidance {options.guidance:g} in {options.guidance_interval}, tail gate {options.tail_gate_db:g} dB, low cut {'on' if options.low_cut and any(config.low_cut_hz) else 'off'}, {n} per category, {length} samples at {rate} Hz, batch {args.batch}")
+          f"guidance {options.guidance:g} in {options.guidance_interval}, tail gate {options.tail_gate_db:g} dB, band limits {'on' if options.band_limit and any(config.low_cut_hz + config.high_cut_hz) else 'off'}, {n} per category, {length} samples at {rate} Hz, batch {args.batch}")
 
     gen_audio, gen_labels, times = [], [], []
     for c, name in enumerate(categories):

@@ -64,9 +64,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
                    help="push whatever lies more than DB (-120..-10) under the sound's loudest 10 ms further down, "
                         "removing a model's hiss and rumble floor from the tails; 0 = off (default: the model's "
                         "recommendation)")
-    p.add_argument("--no-low-cut", dest="low_cut", action="store_const", const=False, default=None,
-                   help="leave out the model's low cut (a high-pass where the category's training sounds have "
-                        "almost nothing, taking the network's rumble out)")
+    p.add_argument("--no-band-limit", dest="band_limit", action="store_const", const=False, default=None,
+                   help="leave out the model's band limits (a high-pass and a low-pass where the category's training "
+                        "sounds have almost nothing, taking the network's rumble and hiss out)")
     p.add_argument("--guidance", type=float, metavar="W",
                    help="classifier-free guidance scale, 1 = none (default: the model's recommendation); "
                         "higher is more typical of the category, less varied")
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     folder.cleanup_stale_temporaries()
     options = SamplingOptions(args.sampler, args.steps, args.schedule, args.eta, args.guidance,
                               None if args.guidance_interval is None else tuple(args.guidance_interval),
-                              args.sigma_max, args.rho, args.tail_gate_db, args.low_cut).resolved(config)
+                              args.sigma_max, args.rho, args.tail_gate_db, args.band_limit).resolved(config)
     length = None if args.seconds is None else config.length_for_seconds(args.seconds)
     recipe_base: dict[str, Any] = {
         "model": config.name, "model_hash": backend.model_hash, "backend": backend.kind,
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         "eta": options.eta, "guidance": options.guidance,
         "guidance_interval": list(options.guidance_interval), "sigma_max": options.sigma_max,
         "rho": options.rho, "tail_gate_db": options.tail_gate_db, "category": args.category,
-        "low_cut_hz": config.low_cut_for(args.category) if options.low_cut else 0.0,
+        **dict(zip(("low_cut_hz", "high_cut_hz"), config.band_for(args.category) if options.band_limit else (0.0, 0.0),
+                   strict=True)),
         "model_rate": config.sample_rate,
     }
     low, high = options.guidance_interval
@@ -157,7 +158,7 @@ def _run_morph(args: argparse.Namespace, backend: Any, folder: SampleFolder, rec
     a, b = (load_audio(p, config.sample_rate, config.channels) for p in args.morph)
     steps = args.steps or 50
     bar = tqdm(total=2 * steps, unit="step", desc="morph", leave=False)
-    frames = morph(backend, a, b, args.frames, category=args.category, steps=steps, low_cut=args.low_cut is not False,
+    frames = morph(backend, a, b, args.frames, category=args.category, steps=steps, band_limit=args.band_limit is not False,
                    progress=lambda i, n: bar.update(1))
     bar.close()
     series = folder.reserve_series(args.category)

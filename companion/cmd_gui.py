@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the model's recommendation)")
     p.add_argument("--tail-gate", type=float, metavar="DB", help="tail gate threshold in dB under a sound's loudest "
                    "10 ms, -120..-10 (0 = off; default: the model's recommendation)")
-    p.add_argument("--low-cut", type=int, choices=(0, 1), help="1 high-passes new samples at their category's "
-                   "low cut (the model's), 0 = off (default: on where the model has one)")
+    p.add_argument("--band-limit", type=int, choices=(0, 1), help="1 filters new samples to their category's "
+                   "band (the model's low and high cut), 0 = off (default: on where the model has them)")
     p.add_argument("--screenshot", type=Path, metavar="PATH", help="render the window with freshly generated "
                    "pads offscreen to this PNG, then exit")
     p.add_argument("--or-serve", action="store_true", help="with no display (or no PySide6), run the headless "

@@ -39,7 +39,7 @@ log = logging.getLogger("dd.serve")
 # flag dest -> settings key (every flag defaults to None: "not given, keep the file's value")
 _FLAGS = ("folder", "osc_host", "osc_port", "reply_port", "allow", "model", "backend", "device", "precision",
           "rate", "format", "pool_size", "pool_categories", "max_per_category", "batch_size", "queue_limit",
-          "steps", "sampler", "guidance", "tail_gate", "low_cut", "seconds", "seed", "live", "midi_port", "audio_device")
+          "steps", "sampler", "guidance", "tail_gate", "band_limit", "seconds", "seed", "live", "midi_port", "audio_device")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,8 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(1 = none; default: the model's recommendation)")
     p.add_argument("--tail-gate", type=float, metavar="DB", help="tail gate threshold in dB under a sound's loudest "
                    "10 ms, -120..-10 (0 = off; default: the model's recommendation)")
-    p.add_argument("--low-cut", type=int, choices=(0, 1), help="1 high-passes new samples at their category's "
-                   "low cut (the model's), 0 = off (default: on where the model has one)")
+    p.add_argument("--band-limit", type=int, choices=(0, 1), help="1 filters new samples to their category's "
+                   "band (the model's low and high cut), 0 = off (default: on where the model has them)")
     p.add_argument("--seconds", type=float, help="length of new samples (default: the model's window)")
     p.add_argument("--seed", type=int, help="seed when a request names none (default -1 = random)")
     p.add_argument("--midi", dest="midi_port", metavar="PORT", help="MIDI input port (name prefix; implies "

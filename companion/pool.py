@@ -29,7 +29,7 @@ from models.samplers import Cancelled
 
 log = logging.getLogger("dd.pool")
 
-_INVALIDATING = ("steps", "sampler", "guidance", "tail_gate", "low_cut", "seconds")  # parameters that change what a pooled sample is
+_INVALIDATING = ("steps", "sampler", "guidance", "tail_gate", "band_limit", "seconds")  # parameters that change what a pooled sample is
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def render(job: Job, backend: Backend, seeds: Sequence[int], progress: Progress,
         return variation(backend, sources[0], list(seeds), strength=plan.strength, category=plan.category,
                          options=plan.options, progress=progress, cancel=cancel)
     return morph(backend, sources[0], sources[1], plan.frames, category=plan.category, steps=plan.options.steps,
-                 low_cut=bool(plan.options.low_cut), progress=progress, cancel=cancel)
+                 band_limit=bool(plan.options.band_limit), progress=progress, cancel=cancel)
 
 
 def recipe(job: Job, item: Item, index: int) -> dict[str, Any]:
@@ -60,7 +60,8 @@ def recipe(job: Job, item: Item, index: int) -> dict[str, Any]:
         "schedule": options.schedule, "eta": options.eta, "guidance": options.guidance,
         "guidance_interval": list(options.guidance_interval), "sigma_max": options.sigma_max,
         "rho": options.rho, "tail_gate_db": options.tail_gate_db,
-        "low_cut_hz": facts.low_cut_for(plan.category) if options.low_cut else 0.0,
+        **dict(zip(("low_cut_hz", "high_cut_hz"), facts.band_for(plan.category) if options.band_limit else (0.0, 0.0),
+                   strict=True)),
         "model_rate": facts.sample_rate, "job": job.id,
     }
     if plan.kind == "variation":

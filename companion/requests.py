@@ -16,7 +16,7 @@ from typing import Any
 
 from models.backend import Backend
 from models.errors import DDError
-from models.finish import low_cut_for
+from models.finish import corner_for
 from models.generate import SamplingOptions
 
 MAX_COUNT = 64
@@ -150,7 +150,8 @@ class ModelFacts:
     sigma_max: float | None = None  # the karras schedule's highest noise level (None: the companion's default)
     rho: float | None = None  # and its spacing
     tail_gate_db: float = 0.0  # the model's recommended tail gate (0: none)
-    low_cut_hz: tuple[float, ...] = ()  # its low cut per category (empty: none)
+    low_cut_hz: tuple[float, ...] = ()  # its band limits per category (empty: none)
+    high_cut_hz: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, backend: Backend) -> ModelFacts:
@@ -159,15 +160,17 @@ class ModelFacts:
         return cls(config.name, tuple(config.categories), config.sample_rate, config.sample_size,
                    config.channels, backend.model_hash, f"{backend.kind}-{device}", device in ("cuda", "mps"),
                    config.length_for_seconds, config.sampler, config.steps, config.guidance,
-                   config.guidance_interval, config.sigma_max, config.rho, config.tail_gate_db, config.low_cut_hz)
+                   config.guidance_interval, config.sigma_max, config.rho, config.tail_gate_db, config.low_cut_hz,
+                   config.high_cut_hz)
 
     @property
     def seconds(self) -> float:
         return self.sample_size / self.sample_rate
 
-    def low_cut_for(self, category: str | None) -> float:
-        """The model's low cut for ``category`` in Hz (0: none)."""
-        return low_cut_for(self.categories, self.low_cut_hz, category)
+    def band_for(self, category: str | None) -> tuple[float, float]:
+        """The model's band limits for ``category``: (low cut, high cut) in Hz (0: none)."""
+        return (corner_for(self.categories, self.low_cut_hz, category),
+                corner_for(self.categories, self.high_cut_hz, category))
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ class Plan:
             return None
         o = self.options
         return (self.category, o.sampler, o.steps, o.schedule, o.eta, o.guidance, o.guidance_interval, o.sigma_max,
-                o.rho, o.tail_gate_db, o.low_cut, self.length)
+                o.rho, o.tail_gate_db, o.band_limit, self.length)
 
     @property
     def pool_ok(self) -> bool:

@@ -36,7 +36,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: JSON settings files still work
     tomllib = None  # type: ignore[assignment]
 
-PARAM_KEYS = ("steps", "sampler", "guidance", "tail_gate", "low_cut", "strength", "seconds", "pool_size", "batch_size", "seed",
+PARAM_KEYS = ("steps", "sampler", "guidance", "tail_gate", "band_limit", "strength", "seconds", "pool_size", "batch_size", "seed",
               "audition")
 
 
@@ -88,8 +88,8 @@ SPECS: dict[str, Spec] = {
     "tail_gate": Spec(float, f"tail gate threshold in dB under a sound's loudest 10 ms, 0 = off, else "
                       f"{TAIL_GATE_RANGE[0]:g}..{TAIL_GATE_RANGE[1]:g} (unset = the model's recommendation)",
                       TAIL_GATE_RANGE[0], 0.0, optional=True),
-    "low_cut": Spec(int, "1 high-passes each new sample at its category's low cut (the model's, where its training "
-                    "sounds have almost nothing), 0 = off (unset = on)", 0, 1, optional=True),
+    "band_limit": Spec(int, "1 filters each new sample to its category's band (the model's low and high cut, where "
+                       "its training sounds have almost nothing), 0 = off (unset = on)", 0, 1, optional=True),
     "strength": Spec(float, "default variation strength", 0.0, 1.0, low_open=True),
     "seconds": Spec(float, "length of new samples (unset = the model's window)", 0.05, 60.0, optional=True),
     "pool_size": Spec(int, "samples kept pre-rendered per category (0 = no pool)", 0, 64),
@@ -115,7 +115,7 @@ class Params:
     sampler: str | None = None
     guidance: float | None = None  # None: the loaded model's recommendation
     tail_gate: float | None = None  # likewise
-    low_cut: int | None = None  # None: the model's low cut (on); 0: off
+    band_limit: int | None = None  # None: the model's band limits (on); 0: off
     strength: float = 0.5
     seconds: float | None = None
     pool_size: int = 2

@@ -128,7 +128,7 @@ def _options(sampler: str | None, steps: int | None, params: Params, facts: Mode
     try:
         return SamplingOptions(sampler or params.sampler, steps, guidance=guidance,
                                tail_gate_db=params.tail_gate,
-                               low_cut=None if params.low_cut is None else bool(params.low_cut)).resolved(facts)
+                               band_limit=None if params.band_limit is None else bool(params.band_limit)).resolved(facts)
     except ConfigError as exc:
         raise RequestRejected(str(exc)) from None
 
@@ -226,7 +226,7 @@ def check_param(name: str, value: Any, model: ModelFacts | None) -> Any:
 
 def param_value(params: Params, name: str, model: ModelFacts | None, batch_size: int) -> int | float | str:
     """A live parameter as it takes effect: the sampler's steps, the model's seconds, guidance (always 1 for
-    an unconditional model), tail gate and low cut, the auto batch size."""
+    an unconditional model), tail gate and band limits, the auto batch size."""
     if name not in PARAM_KEYS:
         raise SettingsError(f"unknown setting {name!r}; settings are: {', '.join(PARAM_KEYS)}", "unknown_param")
     if name in ("steps", "sampler") and (params.steps is None or params.sampler is None):
@@ -235,8 +235,8 @@ def param_value(params: Params, name: str, model: ModelFacts | None, batch_size:
         return model.guidance if model else 1.0
     if name == "tail_gate" and params.tail_gate is None:
         return model.tail_gate_db if model else 0.0
-    if name == "low_cut" and params.low_cut is None:
-        return int(model is not None and any(model.low_cut_hz))
+    if name == "band_limit" and params.band_limit is None:
+        return int(model is not None and any(model.low_cut_hz + model.high_cut_hz))
     if name == "seconds" and params.seconds is None:
         return round(model.seconds, 6) if model else 0.0
     if name == "batch_size":

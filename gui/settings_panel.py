@@ -1,8 +1,8 @@
-"""Settings: output folder, audio device, MIDI port and MIDI learn, OSC ports, backend, pool size, tail gate, low cut,
+"""Settings: output folder, audio device, MIDI port and MIDI learn, OSC ports, backend, pool size, tail gate, band limits,
 pads.
 
 "Save" writes the same settings file the headless ``serve`` reads (via the bridge). The pool size, the
-tail gate, the low cut, the pad behaviour and the audio device apply at once; the folder, OSC ports, MIDI port and backend at
+tail gate, the band limits, the pad behaviour and the audio device apply at once; the folder, OSC ports, MIDI port and backend at
 the next start, as the panel says.
 """
 
@@ -121,11 +121,11 @@ class SettingsPanel(QWidget):
         gate_row.addWidget(self.gate_mode)
         gate_row.addWidget(self.gate_db, 1)
         form.addRow("Tail gate (now)", gate_row)
-        self.low_cut = QCheckBox("the model's, per category")
-        self.low_cut.setToolTip("high-pass each new sample where its category's training sounds have almost nothing: "
-                                "takes the network's rumble out from under hats, claps and snares")
-        self.low_cut.setChecked(s.low_cut != 0)
-        form.addRow("Low cut (now)", self.low_cut)
+        self.band_limit = QCheckBox("the model's, per category")
+        self.band_limit.setToolTip("filter each new sample to its category's band, where its training sounds have "
+                                   "energy: takes the network's rumble from under hats and claps, its hiss off basses")
+        self.band_limit.setChecked(s.band_limit != 0)
+        form.addRow("Band limits (now)", self.band_limit)
         outer.addWidget(net)
 
         row = QHBoxLayout()
@@ -214,7 +214,7 @@ class SettingsPanel(QWidget):
             "device": self.device.text().strip() or "auto",
             "pool_size": self.pool_size.value(),
             "tail_gate": self.tail_gate(),
-            "low_cut": None if self.low_cut.isChecked() else 0,
+            "band_limit": None if self.band_limit.isChecked() else 0,
         }
 
     def save(self) -> None:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from models.errors import ConfigError, LengthError
-from models.finish import check_low_cut, check_tail_gate, low_cut_for
+from models.finish import check_high_cut, check_low_cut, check_tail_gate, corner_for
 from models.schedules import check_rho, check_sigma_max
 
 HARMONAI_C_MULTS: tuple[int, ...] = (128, 128, 256, 256) + (512,) * 10
@@ -85,6 +85,8 @@ class ModelConfig:
     # category's sounds (0: none beyond the DC filter): where its training sounds have almost no energy
     # (models/finish.py low_cut_of), measured by the trainer on the data it trains on
     low_cut_hz: tuple[float, ...] = ()
+    # and likewise the low-pass corner (0: none): where they have almost no energy above it (finish.high_cut_of)
+    high_cut_hz: tuple[float, ...] = ()
     license: str = ""
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -127,10 +129,12 @@ class ModelConfig:
             raise ConfigError(f"fade_out_ms must be a number of milliseconds in 0..1000, got {self.fade_out_ms!r}")
         object.__setattr__(self, "fade_out_ms", float(self.fade_out_ms))
         object.__setattr__(self, "tail_gate_db", check_tail_gate(self.tail_gate_db))
-        if not isinstance(self.low_cut_hz, (list, tuple)) or len(self.low_cut_hz) not in (0, len(self.categories)):
-            raise ConfigError(f"low_cut_hz must be empty or hold one corner per category ({len(self.categories)}), "
-                              f"got {self.low_cut_hz!r}")
-        object.__setattr__(self, "low_cut_hz", tuple(check_low_cut(hz) for hz in self.low_cut_hz))
+        for key, check in (("low_cut_hz", check_low_cut), ("high_cut_hz", check_high_cut)):
+            corners = getattr(self, key)
+            if not isinstance(corners, (list, tuple)) or len(corners) not in (0, len(self.categories)):
+                raise ConfigError(f"{key} must be empty or hold one corner per category ({len(self.categories)}), "
+                                  f"got {corners!r}")
+            object.__setattr__(self, key, tuple(check(hz) for hz in corners))
         object.__setattr__(self, "guidance", check_guidance(self.guidance, bool(self.categories)))
         object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
         if self.sigma_max is not None:
@@ -205,9 +209,11 @@ class ModelConfig:
             )
         return samples
 
-    def low_cut_for(self, category: str | None) -> float:
-        """The low cut of ``category``'s sounds in Hz (0: none, also for None and for models without one)."""
-        return low_cut_for(self.categories, self.low_cut_hz, category)
+    def band_for(self, category: str | None) -> tuple[float, float]:
+        """The band limits of ``category``'s sounds: (low cut, high cut) in Hz (0: none, also for None and for
+        models without them)."""
+        return (corner_for(self.categories, self.low_cut_hz, category),
+                corner_for(self.categories, self.high_cut_hz, category))
 
     # --- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -216,6 +222,7 @@ class ModelConfig:
         d["categories"] = list(self.categories)
         d["guidance_interval"] = list(self.guidance_interval)
         d["low_cut_hz"] = list(self.low_cut_hz)
+        d["high_cut_hz"] = list(self.high_cut_hz)
         return d
 
     def to_json(self) -> str:

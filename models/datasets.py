@@ -27,7 +27,7 @@ from models import synth
 from models.audio_io import AUDIO_SUFFIXES, AudioFileError, load_audio
 from models.config import ModelConfig
 from models.errors import ConfigError, DDError
-from models.finish import low_cut_of
+from models.finish import high_cut_of, low_cut_of
 
 log = logging.getLogger("dd.datasets")
 
@@ -405,15 +405,16 @@ def fit_to_model(source: AudioSource, config: ModelConfig, *, unconditional: boo
     source.drop_labels = False
 
 
-LOW_CUT_ITEMS = 256  # sounds per category the trainer measures a model's low cut on
+BAND_ITEMS = 256  # sounds per category the trainer measures a model's band limits on
 
 
-def measure_low_cut(source: AudioSource, config: ModelConfig, per_category: int = LOW_CUT_ITEMS) -> tuple[float, ...]:
-    """``config.low_cut_hz`` measured on ``source`` (already fitted to ``config`` by :func:`fit_to_model`):
-    each category's low cut (:func:`models.finish.low_cut_of`) over its first ``per_category`` items;
-    categories the data does not have keep the model's corner (0 if it has none)."""
+def measure_band_limits(source: AudioSource, config: ModelConfig,
+                        per_category: int = BAND_ITEMS) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``config.low_cut_hz`` and ``high_cut_hz`` measured on ``source`` (already fitted to ``config`` by
+    :func:`fit_to_model`): each category's corners (:func:`models.finish.low_cut_of`, ``high_cut_of``) over its
+    first ``per_category`` items; categories the data does not have keep the model's (0 if it has none)."""
     if not config.categories or not source.conditional:
-        return config.low_cut_hz
+        return config.low_cut_hz, config.high_cut_hz
     found: list[list[np.ndarray]] = [[] for _ in config.categories]
     wanted = {label for label in (source.label_map or {i: i for i in range(len(source.categories))}).values()}
     end = len(source) or per_category * len(config.categories)
@@ -423,8 +424,10 @@ def measure_low_cut(source: AudioSource, config: ModelConfig, per_category: int 
             found[label].append(audio)
         if all(len(found[k]) >= per_category for k in wanted):
             break
-    old = config.low_cut_hz or (0.0,) * len(config.categories)
-    return tuple(low_cut_of(found[k], source.sample_rate) if found[k] else old[k] for k in range(len(old)))
+    n, rate = len(config.categories), source.sample_rate
+    low, high = config.low_cut_hz or (0.0,) * n, config.high_cut_hz or (0.0,) * n
+    return (tuple(low_cut_of(found[k], rate) if found[k] else low[k] for k in range(n)),
+            tuple(high_cut_of(found[k], rate) if found[k] else high[k] for k in range(n)))
 
 
 def open_source(kind: str, *, path: str | Path | None = None, sample_rate: int, sample_size: int,

@@ -109,11 +109,13 @@ DEFAULT_CONFIG = replace(
     # 114.5 / 41% without. The same sounds gated after the finish stage: -45 dB gave 107.1 / 45%, -35 dB 99.8 / 49%
     # but accuracy 90%, at the edge; -40 dB 104.5 / 46%
     tail_gate_db=-40.0,
-    # the low cut per category (models/finish.py low_cut_of): what the stage-3 run measures on its data (synth seed
-    # 2, 256 sounds per category; tests/test_default_model.py checks it). Under hats, claps and snares the network
-    # leaves a rumble 13-23 dB above anything in the data below 150 Hz; high-passed there, the same sampling gave
-    # 93% / Frechet 90.6 (3.9x the floor) / diversity 45% against 93% / 105.1 (4.6x) / 46% without
+    # the band limits per category (models/finish.py low_cut_of, high_cut_of): what the stage-3 run measures on its
+    # data (synth seed 2, 256 sounds per category; tests/test_default_model.py checks it). Under hats, claps and
+    # snares the network leaves a rumble 13-23 dB above anything in the data below 150 Hz, over basses a hiss 30
+    # dB above it over 8 kHz. With the low cut alone the same sampling gave 93% / Frechet 90.6 (3.9x the floor) /
+    # diversity 45% against 93% / 105.1 (4.6x) / 46% without; with the high cut too 96% / 89.9 (3.9x) / 45%
     low_cut_hz=(0.0, 16.0, 166.0, 848.0, 756.0, 12.0, 24.0, 0.0, 0.0, 0.0),
+    high_cut_hz=(19588.0, 0.0, 0.0, 0.0, 0.0, 17567.0, 0.0, 7035.0, 0.0, 0.0),
     notes=(
         "trained by dd-companion on its own synthesized one-shots (models/synth.py): kick, snare, clap, hats, "
         "toms, percussion, bass, synth and fx; 44.1 kHz stereo, 0.74 s; per-level conditioning; guidance x2 "

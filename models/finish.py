@@ -12,11 +12,12 @@ it by hand; the companion does it before anything is written or played:
   attack stays (on the synthesizer's sounds it changes 1.7% of them, by less than 0.01);
 - a zero-phase high-pass at :data:`DC_CUTOFF_HZ` (second order, applied in the frequency domain over a
   zero-padded copy, so nothing wraps around and the transient keeps its shape); -0.26 dB at 20 Hz, -0.05 dB at 30 Hz;
-- the low cut, when the model has one for the sound's category (``ModelConfig.low_cut_hz``) and the caller
-  leaves it on: the same high-pass moved up to where the category's training sounds have (almost) nothing
-  (:func:`low_cut_of`). A small network spreads its error evenly over the spectrum, which under a hi-hat or
-  a clap is a rumble 13-23 dB louder than anything in its training data below 150 Hz; a producer would
-  high-pass it away, and the companion does it for them;
+- the band limits, when the model has them for the sound's category (``ModelConfig.low_cut_hz`` and
+  ``high_cut_hz``) and the caller leaves them on: the same high-pass moved up, and a low-pass, to where the
+  category's training sounds have (almost) nothing (:func:`low_cut_of`, :func:`high_cut_of`). A small
+  network spreads its error evenly over the spectrum, which under a hi-hat or a clap is a rumble 13-23 dB
+  louder than anything in its training data below 150 Hz, and over a bass a hiss 30 dB louder above 8 kHz;
+  a producer would filter both away, and the companion does it for them;
 - the tail gate, when the model recommends it (``ModelConfig.tail_gate_db``) or the caller asks for it: a
   downward expander that pushes whatever lies more than the threshold below the sound's loudest 10 ms
   further down. A small network leaves a floor of hiss and rumble where its sound should have died away
@@ -45,9 +46,14 @@ GUARD_MS, GUARD_WINDOW_MS, GUARD_RATIO = 0.2, 2.0, 1.25
 TAIL_GATE_RANGE = (-120.0, -10.0)  # thresholds in dB under the loudest 10 ms; 0 turns the gate off
 GATE_RATIO = 4.0  # 1 dB under the threshold becomes 4 dB under it
 GATE_WINDOW_MS, GATE_HOP_MS, GATE_RELEASE_MS, GATE_RANGE_DB = 10.0, 1.0, 50.0, 90.0
-# A category's low cut: the frequency under which all but LOW_CUT_PERCENTILE % of its training sounds hold less
-# than LOW_CUT_SHARE_DB of their energy (-30 dB: 0.1%); under DC_CUTOFF_HZ it is 0 (the DC filter is enough)
+# A category's band limits: the low cut is the frequency under which all but LOW_CUT_PERCENTILE % of its training
+# sounds hold less than LOW_CUT_SHARE_DB of their energy (-30 dB: 0.1%; under DC_CUTOFF_HZ it is 0, the DC filter is
+# enough); the high cut the frequency above which all but 100 - HIGH_CUT_PERCENTILE % hold less than
+# HIGH_CUT_SHARE_DB (-40 dB: 0.01%; 0 when that is near Nyquist, over HIGH_CUT_NYQUIST of the sample rate).
+# Each rule is the most aggressive of those measured that leaves the synthesizer's own sounds alone (README)
 LOW_CUT_SHARE_DB, LOW_CUT_PERCENTILE, LOW_CUT_MAX_HZ = -30.0, 5.0, 5000.0
+HIGH_CUT_SHARE_DB, HIGH_CUT_PERCENTILE, HIGH_CUT_MIN_HZ, HIGH_CUT_MAX_HZ = -40.0, 99.0, 500.0, 96000.0
+HIGH_CUT_NYQUIST = 0.45
 
 
 def check_tail_gate(value: object) -> float:
@@ -60,30 +66,35 @@ def check_tail_gate(value: object) -> float:
     return float(value)
 
 
-def check_low_cut(value: object) -> float:
-    """A low-cut corner: 0 (none) or a number of Hz in DC_CUTOFF_HZ..LOW_CUT_MAX_HZ."""
+def _check_corner(value: object, what: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
-            float(value) == 0.0 or DC_CUTOFF_HZ <= float(value) <= LOW_CUT_MAX_HZ):  # fmt: skip
-        raise ConfigError(f"a low cut must be 0 (none) or a number of Hz in {DC_CUTOFF_HZ:g}..{LOW_CUT_MAX_HZ:g}, "
-                          f"got {value!r}")
+            float(value) == 0.0 or low <= float(value) <= high):  # fmt: skip
+        raise ConfigError(f"a {what} must be 0 (none) or a number of Hz in {low:g}..{high:g}, got {value!r}")
     return float(value)
 
 
-def low_cut_for(categories: Sequence[str], low_cut_hz: Sequence[float], category: str | None) -> float:
-    """The corner of ``category`` in a model's per-category ``low_cut_hz`` (0: none, also for None, for a
-    category the model lacks, and for models without low cuts)."""
-    if category is None or not low_cut_hz or category not in categories:
+def check_low_cut(value: object) -> float:
+    """A low-cut corner: 0 (none) or a number of Hz in DC_CUTOFF_HZ..LOW_CUT_MAX_HZ."""
+    return _check_corner(value, "low cut", DC_CUTOFF_HZ, LOW_CUT_MAX_HZ)
+
+
+def check_high_cut(value: object) -> float:
+    """A high-cut corner: 0 (none) or a number of Hz in HIGH_CUT_MIN_HZ..HIGH_CUT_MAX_HZ."""
+    return _check_corner(value, "high cut", HIGH_CUT_MIN_HZ, HIGH_CUT_MAX_HZ)
+
+
+def corner_for(categories: Sequence[str], corners: Sequence[float], category: str | None) -> float:
+    """The corner of ``category`` in a model's per-category ``corners`` (``low_cut_hz`` or ``high_cut_hz``; 0:
+    none, also for None, for a category the model lacks, and for models without them)."""
+    if category is None or not corners or category not in categories:
         return 0.0
-    return float(low_cut_hz[list(categories).index(category)])
+    return float(corners[list(categories).index(category)])
 
 
-def low_cut_of(sounds: Sequence[np.ndarray], sample_rate: int) -> float:
-    """The low cut of a set of sounds (each ``[channels, samples]`` or ``[samples]``): the frequency under which
-    all but :data:`LOW_CUT_PERCENTILE` % of them hold less than :data:`LOW_CUT_SHARE_DB` of their energy
-    (channels summed), in whole Hz, capped at :data:`LOW_CUT_MAX_HZ`; 0 when that is under
-    :data:`DC_CUTOFF_HZ` or no sound has any energy."""
-    share = 10.0 ** (LOW_CUT_SHARE_DB / 10.0)
-    corners = []
+def _crossings(sounds: Sequence[np.ndarray], sample_rate: int, share: float) -> list[float]:
+    """Per sound with any energy, the frequency where its cumulative spectrum (channels summed) reaches
+    ``share`` of the total."""
+    found = []
     for sound in sounds:
         x = np.asarray(sound, dtype=np.float64)
         mid = x.reshape(-1, x.shape[-1]).mean(axis=0)
@@ -92,26 +103,57 @@ def low_cut_of(sounds: Sequence[np.ndarray], sample_rate: int) -> float:
         if not np.isfinite(total) or total <= 0.0:
             continue
         freqs = np.fft.rfftfreq(len(mid), 1.0 / sample_rate)
-        corners.append(freqs[min(int(np.searchsorted(np.cumsum(power) / total, share)), len(freqs) - 1)])
-    if not corners:
+        found.append(freqs[min(int(np.searchsorted(np.cumsum(power) / total, share)), len(freqs) - 1)])
+    return found
+
+
+def low_cut_of(sounds: Sequence[np.ndarray], sample_rate: int) -> float:
+    """The low cut of a set of sounds (each ``[channels, samples]`` or ``[samples]``): the frequency under which
+    all but :data:`LOW_CUT_PERCENTILE` % of them hold less than :data:`LOW_CUT_SHARE_DB` of their energy
+    (channels summed), in whole Hz, capped at :data:`LOW_CUT_MAX_HZ`; 0 when that is under
+    :data:`DC_CUTOFF_HZ` or no sound has any energy."""
+    found = _crossings(sounds, sample_rate, 10.0 ** (LOW_CUT_SHARE_DB / 10.0))
+    if not found:
         return 0.0
-    corner = float(np.round(min(np.percentile(corners, LOW_CUT_PERCENTILE), LOW_CUT_MAX_HZ)))
+    corner = float(np.round(min(np.percentile(found, LOW_CUT_PERCENTILE), LOW_CUT_MAX_HZ)))
     return corner if corner >= DC_CUTOFF_HZ else 0.0
+
+
+def high_cut_of(sounds: Sequence[np.ndarray], sample_rate: int) -> float:
+    """The high cut of a set of sounds: the frequency above which all but ``100 -`` :data:`HIGH_CUT_PERCENTILE` %
+    of them hold less than :data:`HIGH_CUT_SHARE_DB` of their energy, in whole Hz; 0 when that lies over
+    :data:`HIGH_CUT_NYQUIST` of the sample rate (nothing worth cutting) or no sound has any energy."""
+    found = _crossings(sounds, sample_rate, 1.0 - 10.0 ** (HIGH_CUT_SHARE_DB / 10.0))
+    if not found:
+        return 0.0
+    corner = float(np.round(max(np.percentile(found, HIGH_CUT_PERCENTILE), HIGH_CUT_MIN_HZ)))
+    return corner if corner < HIGH_CUT_NYQUIST * sample_rate else 0.0
+
+
+def band_filter(audio: np.ndarray, sample_rate: int, low_hz: float, high_hz: float = 0.0) -> np.ndarray:
+    """``audio`` ``[..., samples]`` through the magnitudes of a 2nd-order Butterworth high-pass at ``low_hz`` and,
+    unless ``high_hz`` is 0, a 2nd-order Butterworth low-pass at ``high_hz``, with no phase shift (applied in the
+    frequency domain over a zero-padded copy: nothing wraps around)."""
+    x = np.asarray(audio, dtype=np.float64)
+    for name, hz in (("low_hz", low_hz), ("high_hz", high_hz or low_hz)):
+        if not 0.0 < hz < sample_rate / 2:
+            raise ConfigError(f"{name} must be in (0, {sample_rate / 2}) Hz, got {hz}")
+    n = x.shape[-1]
+    size = 1 << int(np.ceil(np.log2(2 * n)))  # room for the filter's tails: no circular wrap-around
+    freqs = np.fft.rfftfreq(size, 1.0 / sample_rate)
+    gain = 1.0 / np.sqrt(1.0 + (low_hz / np.maximum(freqs, 1e-9)) ** 4)
+    gain[0] = 0.0
+    if high_hz:
+        gain = gain / np.sqrt(1.0 + (freqs / high_hz) ** 4)
+    return np.fft.irfft(np.fft.rfft(x, size, axis=-1) * gain, size, axis=-1)[..., :n]
 
 
 def remove_dc(audio: np.ndarray, sample_rate: int, cutoff_hz: float = DC_CUTOFF_HZ) -> np.ndarray:
     """High-pass ``audio`` ``[..., samples]`` with the magnitude of a 2nd-order Butterworth at ``cutoff_hz``
     and no phase shift."""
-    x = np.asarray(audio, dtype=np.float64)
     if not 0.0 < cutoff_hz < sample_rate / 2:
         raise ConfigError(f"cutoff_hz must be in (0, {sample_rate / 2}) Hz, got {cutoff_hz}")
-    n = x.shape[-1]
-    size = 1 << int(np.ceil(np.log2(2 * n)))  # room for the filter's tails: no circular wrap-around
-    freqs = np.fft.rfftfreq(size, 1.0 / sample_rate)
-    ratio = cutoff_hz / np.maximum(freqs, 1e-9)
-    gain = 1.0 / np.sqrt(1.0 + ratio**4)
-    gain[0] = 0.0
-    return np.fft.irfft(np.fft.rfft(x, size, axis=-1) * gain, size, axis=-1)[..., :n]
+    return band_filter(audio, sample_rate, cutoff_hz)
 
 
 def fade_samples(sample_rate: int, fade_ms: float, length: int) -> int:
@@ -202,11 +244,14 @@ def gate_tail(audio: np.ndarray, sample_rate: int, threshold_db: float) -> np.nd
 
 
 def finish(audio: np.ndarray, sample_rate: int, fade_ms: float = 0.0, tail_gate_db: float = 0.0,
-           low_cut_hz: float = 0.0) -> np.ndarray:
-    """The start guard, DC removal (with the high-pass at ``low_cut_hz`` instead when that is higher; 0: none),
-    the tail gate (0: none), the model's end fade, then no peak past full scale: float32, same shape."""
-    corner = max(DC_CUTOFF_HZ, check_low_cut(low_cut_hz))
-    x = remove_dc(guard_start(audio, sample_rate), sample_rate, min(corner, 0.45 * sample_rate))
+           low_cut_hz: float = 0.0, high_cut_hz: float = 0.0) -> np.ndarray:
+    """The start guard, DC removal (with the high-pass at ``low_cut_hz`` instead when that is higher; 0: none)
+    and the low-pass at ``high_cut_hz`` (0, or over :data:`HIGH_CUT_NYQUIST` of the rate: none), the tail gate
+    (0: none), the model's end fade, then no peak past full scale: float32, same shape."""
+    low = min(max(DC_CUTOFF_HZ, check_low_cut(low_cut_hz)), HIGH_CUT_NYQUIST * sample_rate)
+    high = check_high_cut(high_cut_hz)
+    high = high if 0.0 < high < HIGH_CUT_NYQUIST * sample_rate else 0.0
+    x = band_filter(guard_start(audio, sample_rate), sample_rate, low, high)
     if tail_gate_db:
         x = gate_tail(x, sample_rate, tail_gate_db)
     if fade_ms > 0:

@@ -58,7 +58,8 @@ class SamplingOptions:
     spacing (None = the model's recommendation, else :data:`~models.schedules.KARRAS_SIGMA_MAX` and
     :data:`~models.schedules.KARRAS_RHO`), and the finish stage's tail gate (None = the model's
     recommendation; 0 = off; see :func:`models.finish.gate_tail`) and whether the finish stage applies the
-    model's per-category low cut (None = yes, where the model has one; see ``ModelConfig.low_cut_hz``)."""
+    model's per-category band limits (None = yes, where the model has them; see ``ModelConfig.low_cut_hz`` and
+    ``high_cut_hz``)."""
 
     sampler: str | None = None
     steps: int | None = None
@@ -69,7 +70,7 @@ class SamplingOptions:
     sigma_max: float | None = None
     rho: float | None = None
     tail_gate_db: float | None = None
-    low_cut: bool | None = None
+    band_limit: bool | None = None
 
     def resolved(self, config: Recommendation | None = None) -> SamplingOptions:
         """Fill the defaults (``config``'s recommendations first) and check every field."""
@@ -97,11 +98,12 @@ class SamplingOptions:
         sigma_max = _chosen(self.sigma_max, getattr(config, "sigma_max", None), KARRAS_SIGMA_MAX, check_sigma_max)
         rho = _chosen(self.rho, getattr(config, "rho", None), KARRAS_RHO, check_rho)
         gate = _chosen(self.tail_gate_db, getattr(config, "tail_gate_db", None), 0.0, check_tail_gate)
-        if self.low_cut is not None and not isinstance(self.low_cut, (bool, np.bool_)):
-            raise ConfigError(f"low_cut must be true (the model's low cut) or false (none), got {self.low_cut!r}")
+        if self.band_limit is not None and not isinstance(self.band_limit, (bool, np.bool_)):
+            raise ConfigError(f"band_limit must be true (the model's band limits) or false (none), got "
+                              f"{self.band_limit!r}")
         return replace(self, sampler=sampler, steps=int(steps), schedule=schedule, guidance=guidance,
                        guidance_interval=check_interval(interval), sigma_max=sigma_max, rho=rho, tail_gate_db=gate,
-                       low_cut=self.low_cut is None or bool(self.low_cut))
+                       band_limit=self.band_limit is None or bool(self.band_limit))
 
     def sampler_kwargs(self) -> dict[str, float]:
         return {} if self.eta is None else {"eta": float(self.eta)}
@@ -155,14 +157,14 @@ def guided(backend: Backend, labels: np.ndarray | None, scale: float,
 
 
 def _finish(out: np.ndarray, config: ModelConfig, category: str | None | Sequence[str | None], tail_gate_db: float,
-            low_cut: bool) -> np.ndarray:
-    """The finish stage for a batch, each item with its category's low cut (when ``low_cut``)."""
+            band_limit: bool) -> np.ndarray:
+    """The finish stage for a batch, each item with its category's band limits (when ``band_limit``)."""
     cats = list(category) if isinstance(category, (list, tuple)) else [category] * len(out)
-    corners = [config.low_cut_for(c) if low_cut else 0.0 for c in cats]
-    if len(set(corners)) == 1:
-        return finish(out, config.sample_rate, config.fade_out_ms, tail_gate_db, corners[0])
-    return np.stack([finish(item, config.sample_rate, config.fade_out_ms, tail_gate_db, corner)
-                     for item, corner in zip(out, corners, strict=True)])
+    bands = [config.band_for(c) if band_limit else (0.0, 0.0) for c in cats]
+    if len(set(bands)) == 1:
+        return finish(out, config.sample_rate, config.fade_out_ms, tail_gate_db, *bands[0])
+    return np.stack([finish(item, config.sample_rate, config.fade_out_ms, tail_gate_db, *band)
+                     for item, band in zip(out, bands, strict=True)])
 
 
 def _rngs(seeds: Sequence[int]) -> list[np.random.Generator]:
@@ -192,7 +194,7 @@ def generate(
     ts = make_schedule(opts.schedule, opts.steps, sigma_max=opts.sigma_max, rho=opts.rho)
     denoise = guided(backend, labels, opts.guidance, opts.guidance_interval)
     out = sample(opts.sampler, denoise, noise, ts, rngs, callback=progress, cancel=cancel, **opts.sampler_kwargs())
-    return _finish(out[..., :length], config, category, opts.tail_gate_db, bool(opts.low_cut))
+    return _finish(out[..., :length], config, category, opts.tail_gate_db, bool(opts.band_limit))
 
 
 def variation(
@@ -233,7 +235,7 @@ def variation(
     x = noise_to(x0, ts[0], noise)
     denoise = guided(backend, labels, opts.guidance, opts.guidance_interval)
     out = sample(opts.sampler, denoise, x, ts, rngs, callback=progress, cancel=cancel, **opts.sampler_kwargs())
-    return _finish(out[..., :length], config, category, opts.tail_gate_db, bool(opts.low_cut))
+    return _finish(out[..., :length], config, category, opts.tail_gate_db, bool(opts.band_limit))
 
 
 def morph(
@@ -244,7 +246,7 @@ def morph(
     *,
     category: str | None = None,
     steps: int = 50,
-    low_cut: bool = True,
+    band_limit: bool = True,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
 ) -> np.ndarray:
@@ -252,7 +254,7 @@ def morph(
 
     Both sources are inverted deterministically to pure-noise latents, interpolated spherically with
     weights k/(frames-1) (the first and last frames reconstruct the sources), and sampled back with the
-    deterministic DDIM sampler on the crash schedule, and finished with the model's tail gate and (``low_cut``) the category's low cut.
+    deterministic DDIM sampler on the crash schedule, and finished with the model's tail gate and (``band_limit``) the category's band limits.
     """
     config = backend.config
     if not isinstance(frames, (int, np.integer)) or not 2 <= frames <= 64:
@@ -281,4 +283,4 @@ def morph(
     frame_labels = None if labels is None else np.full(frames, labels[0])
     rngs = [np.random.default_rng(0) for _ in range(frames)]  # DDIM with eta 0 draws nothing
     out = sample("v-ddim", backend.denoiser(frame_labels), mixed, ts, rngs, callback=stage(steps), cancel=cancel)
-    return _finish(out[..., :length], config, category, config.tail_gate_db, bool(low_cut))
+    return _finish(out[..., :length], config, category, config.tail_gate_db, bool(band_limit))

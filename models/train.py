@@ -43,7 +43,14 @@ from tqdm import tqdm
 
 from models.checkpoints import load_strict, safe_torch_load, save_model
 from models.config import MAX_GUIDANCE, TIME_FEATURES, ModelConfig
-from models.datasets import AudioSource, DatasetError, fit_to_model, make_batch, measure_low_cut, open_source
+from models.datasets import (
+    AudioSource,
+    DatasetError,
+    fit_to_model,
+    make_batch,
+    measure_band_limits,
+    open_source,
+)
 from models.errors import CheckpointError, ConfigError, DDError
 from models.network import DiffusionAttnUnet1D
 from models.schedules import crash_t
@@ -293,12 +300,13 @@ class Trainer:
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
             self.config = replace(config, guidance=1.0, guidance_interval=(0.0, 1.0))
         if _resume is None and not self.unconditional:
-            # where each category's training sounds have almost nothing: the finish stage cuts the model's
-            # rumble there (models/finish.py low_cut_of); categories the data lacks keep the model's corner
-            self.config = replace(self.config, low_cut_hz=measure_low_cut(source, self.config))
-            if any(self.config.low_cut_hz):
-                log.info("low cut per category (Hz): %s", ", ".join(
-                    f"{c} {hz:g}" for c, hz in zip(self.config.categories, self.config.low_cut_hz, strict=True)))
+            # where each category's training sounds have almost nothing: the finish stage filters the model's
+            # rumble and hiss there (models/finish.py); categories the data lacks keep the model's corners
+            low, high = measure_band_limits(source, self.config)
+            self.config = replace(self.config, low_cut_hz=low, high_cut_hz=high)
+            if any(low) or any(high):
+                log.info("band limits per category (low cut / high cut, Hz; 0 = none): %s", ", ".join(
+                    f"{c} {a:g}/{b:g}" for c, a, b in zip(self.config.categories, low, high, strict=True)))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr)
         self.scaler = torch.amp.GradScaler("cuda") if options.precision == "fp16" else None
         self.step = 0

@@ -281,9 +281,9 @@ _PARAMS = (
         "sound's loudest 10 ms is pushed further down, taking a model's hiss and rumble floor out of the tails; "
         "0 = off, else -120..-10 (between gets `out_of_range`). Until set, the loaded model's recommendation. "
         "A change empties the pre-render pool", low=-120.0, high=0.0),
-    Arg("low_cut", "i", "1 high-passes new samples, variations and morphs at their category's low cut (the "
-        "loaded model's: where its training sounds have almost nothing, so what it takes is the network's rumble), "
-        "0 = off. Until set, on. A change empties the pre-render pool", low=0, high=1),
+    Arg("band_limit", "i", "1 filters new samples, variations and morphs to their category's band: the loaded "
+        "model's low and high cut, where its training sounds have almost nothing, so what they take is the network's "
+        "rumble and hiss; 0 = off. Until set, on. A change empties the pre-render pool", low=0, high=1),
     Arg("strength", "f", "default variation strength: 0 keeps the source, 1 ignores it", low=0.0, high=1.0),
     Arg("seconds", "f", "length of new samples in seconds (the engine rounds it to what the model can make)",
         low=0.05, high=60.0),

@@ -84,30 +84,37 @@ def test_the_tails_end_cleaner(backend, one_per_category):
     assert tail_db(one_per_category["kick"]) == pytest.approx(tail_db(raw), abs=0.1)
 
 
-def test_its_low_cut_is_what_the_recipe_measures_and_takes_the_rumble_from_under_hats_and_claps(backend,
-                                                                                               one_per_category):
+def test_its_band_limits_are_what_the_recipe_measures_and_take_the_rumble_and_the_hiss_out(backend,
+                                                                                           one_per_category):
     """The corners are what the recipe's last stage measures on its data (synth seed 2); generated hats and claps
-    lose the low rumble under the corner and keep what lies above it."""
-    from models.datasets import SynthSource, fit_to_model, measure_low_cut
+    lose the low rumble under their low cut, basses the hiss over their high cut, and keep what lies between."""
+    from models.datasets import SynthSource, fit_to_model, measure_band_limits
     from models.default_recipe import DEFAULT_CONFIG, DEFAULT_RECIPE
 
     config = backend.config
-    assert config.low_cut_hz == DEFAULT_CONFIG.low_cut_hz
+    assert (config.low_cut_hz, config.high_cut_hz) == (DEFAULT_CONFIG.low_cut_hz, DEFAULT_CONFIG.high_cut_hz)
     source = SynthSource(sample_rate=config.sample_rate, sample_size=config.sample_size, seed=DEFAULT_RECIPE["seed"])
     fit_to_model(source, config)
-    assert measure_low_cut(source, config) == config.low_cut_hz
+    assert measure_band_limits(source, config) == (config.low_cut_hz, config.high_cut_hz)
     freqs = np.fft.rfftfreq(config.sample_size, 1.0 / config.sample_rate)
 
     def band_db(audio, low, high):
         power = np.abs(np.fft.rfft(audio.astype(np.float64), axis=-1)) ** 2
         return 10 * np.log10(power[:, (freqs >= low) & (freqs < high)].sum() + 1e-30)
 
-    for category in ("closed_hat", "clap"):
-        corner = config.low_cut_for(category)
-        raw = generate(backend, [7], category=category, options=SamplingOptions(low_cut=False))[0]
-        cut = one_per_category[category] if category in one_per_category else generate(backend, [7], category=category)[0]
-        assert band_db(cut, 20, corner / 2) < band_db(raw, 20, corner / 2) - 6.0, category
-        assert band_db(cut, 3 * corner, 20000) == pytest.approx(band_db(raw, 3 * corner, 20000), abs=0.5), category
+    def sound(category):
+        return one_per_category[category] if category in one_per_category else generate(backend, [7], category=category)[0]
+
+    for category in ("closed_hat", "clap", "bass"):
+        low, high = config.band_for(category)
+        raw = generate(backend, [7], category=category, options=SamplingOptions(band_limit=False))[0]
+        cut = sound(category)
+        if low:
+            assert band_db(cut, 20, low / 2) < band_db(raw, 20, low / 2) - 6.0, category
+        if high:
+            assert band_db(cut, 2 * high, 22050) < band_db(raw, 2 * high, 22050) - 6.0, category
+        middle = (3 * low or 30, high / 3 if high else 20000)
+        assert band_db(cut, *middle) == pytest.approx(band_db(raw, *middle), abs=0.5), category
 
 
 def test_it_recommends_the_sampling_it_was_measured_with(backend):

@@ -182,18 +182,18 @@ def test_the_tail_gate_set_in_the_panel_is_saved_and_applied(window, tmp_path):
     assert window.bridge.companion.engine.params.tail_gate is None
 
 
-def test_the_low_cut_switched_off_in_the_panel_is_saved_and_applied(window, tmp_path):
+def test_the_band_limits_switched_off_in_the_panel_are_saved_and_applied(window, tmp_path):
     panel = window.settings_panel
-    assert panel.low_cut.isChecked()  # unset: the model's low cut, on
-    panel.low_cut.setChecked(False)
+    assert panel.band_limit.isChecked()  # unset: the model's band limits, on
+    panel.band_limit.setChecked(False)
     panel.save_button.click()
     path = tmp_path / "settings.toml"
-    assert load_settings(path, must_exist=True).low_cut == 0
-    assert window.bridge.companion.engine.params.low_cut == 0  # applies at once
-    panel.low_cut.setChecked(True)
+    assert load_settings(path, must_exist=True).band_limit == 0
+    assert window.bridge.companion.engine.params.band_limit == 0  # applies at once
+    panel.band_limit.setChecked(True)
     panel.save_button.click()
-    assert load_settings(path, must_exist=True).low_cut is None
-    assert window.bridge.companion.engine.params.low_cut is None
+    assert load_settings(path, must_exist=True).band_limit is None
+    assert window.bridge.companion.engine.params.band_limit is None
 
 
 def test_a_bad_model_file_shows_an_error_and_the_previous_model_stays(window, qtbot, tmp_path):

@@ -84,8 +84,8 @@ def test_generate_over_udp_gives_paths_to_readable_wavs(serve):
         (("/dd/set", "guidance", "strong"), "bad_type", "guidance must be a number, got 'strong'"),
         (("/dd/set", "tail_gate", -5.0), "out_of_range", "tail_gate must be 0 (off) or in -120..-10, got -5.0"),
         (("/dd/set", "tail_gate", -130.0), "out_of_range", "tail_gate must be in range -120..0, got -130.0"),
-        (("/dd/set", "low_cut", 2), "out_of_range", "low_cut must be in range 0..1, got 2"),
-        (("/dd/set", "low_cut", "on"), "bad_type", "low_cut must be"),
+        (("/dd/set", "band_limit", 2), "out_of_range", "band_limit must be in range 0..1, got 2"),
+        (("/dd/set", "band_limit", "on"), "bad_type", "band_limit must be"),
         (("/dd/get", "colour"), "unknown_param", "unknown setting 'colour'"),
         (("/dd/variation", "/no/such.wav"), "not_found", "source file '/no/such.wav' does not exist"),
         (("/dd/variation", "job:77"), "not_found", "job 77 has no result"),
@@ -263,18 +263,20 @@ def test_set_tail_gate_over_udp_applies_to_what_the_engine_renders(serve):
     assert companion.settings_in_effect().tail_gate == 0.0  # what --save-settings / the window's Save keep
 
 
-def test_set_low_cut_over_udp_applies_to_what_the_engine_renders(serve, tmp_path):
+def test_set_band_limit_over_udp_applies_to_what_the_engine_renders(serve, tmp_path):
     import numpy as np
 
-    model = save_tiny(tmp_path / "cut.safetensors", low_cut_hz=(0.0, 0.0, 2000.0))  # claps cut at 2 kHz
+    # claps: 2 kHz to 6 kHz; kicks: a 3 kHz high cut
+    model = save_tiny(tmp_path / "cut.safetensors", low_cut_hz=(0.0, 0.0, 2000.0), high_cut_hz=(3000.0, 0.0, 6000.0))
     companion, client = serve(model=str(model))
-    assert client.request("/dd/get", "low_cut") == ("/dd/param", ("low_cut", 1))  # the model has one: on
+    assert client.request("/dd/get", "band_limit") == ("/dd/param", ("band_limit", 1))  # the model has them: on
 
     def render(category):
         _, args = client.request("/dd/generate", category, 1, 1234, expect=("/dd/done",))
         path = Path(args[1])
         assert json.loads(path.with_suffix(".json").read_text())["recipe"] == read_recipe(path)["recipe"]
-        return path, read_recipe(path)["recipe"]["low_cut_hz"]
+        recipe = read_recipe(path)["recipe"]
+        return path, (recipe["low_cut_hz"], recipe["high_cut_hz"])
 
     def low_db(path):  # energy under 500 Hz, against the whole sound's
         audio = sf.read(path)[0].T
@@ -283,18 +285,18 @@ def test_set_low_cut_over_udp_applies_to_what_the_engine_renders(serve, tmp_path
         return 10 * np.log10(low / power.sum())
 
     cut, corner = render("clap")
-    assert corner == 2000.0  # the WAV's INFO chunk and the sidecar
-    assert render("kick")[1] == 0.0  # kicks have no low cut
+    assert corner == (2000.0, 6000.0)  # the WAV's INFO chunk and the sidecar
+    assert render("kick")[1] == (0.0, 3000.0)
     _, args = client.request("/dd/morph", str(cut), str(cut), 2, expect=("/dd/done",))  # a clap morph (its recipe)
     assert [read_recipe(p)["recipe"]["low_cut_hz"] for p in args[1:]] == [2000.0, 2000.0]
-    assert client.request("/dd/set", "low_cut", 0) == ("/dd/param", ("low_cut", 0))
-    assert client.request("/dd/get", "low_cut") == ("/dd/param", ("low_cut", 0))
+    assert client.request("/dd/set", "band_limit", 0) == ("/dd/param", ("band_limit", 0))
+    assert client.request("/dd/get", "band_limit") == ("/dd/param", ("band_limit", 0))
     plain, corner = render("clap")
-    assert corner == 0.0
+    assert corner == (0.0, 0.0)
     assert low_db(cut) < low_db(plain) - 20.0  # same seed: the low end is what the cut took
     _, args = client.request("/dd/morph", str(cut), str(plain), 2, expect=("/dd/done",))
     assert [read_recipe(p)["recipe"]["low_cut_hz"] for p in args[1:]] == [0.0, 0.0]
-    assert companion.settings_in_effect().low_cut == 0  # what --save-settings / the window's Save keep
+    assert companion.settings_in_effect().band_limit == 0  # what --save-settings / the window's Save keep
 
 
 def _start_serve(folder, model, *extra, env=None):

@@ -233,19 +233,19 @@ def test_serve_live_flags_are_saved_and_read_back(tmp_path):
     assert cmd_serve.settings_from_args(serve_args("--config", str(fresh), "--save-settings")).live == 0
 
 
-def test_low_cut_from_the_file_and_the_flag_round_trips_and_is_checked(tmp_path):
+def test_band_limit_from_the_file_and_the_flag_round_trips_and_is_checked(tmp_path):
     path = tmp_path / "settings.toml"
-    assert Settings().low_cut is None and "low_cut" in settings_mod.PARAM_KEYS  # unset: the model's, on
-    path.write_text("low_cut = 0\n")
-    assert load_settings(path).low_cut == 0
-    settings = cmd_serve.settings_from_args(serve_args("--config", str(path), "--low-cut", "1"))
-    assert settings.low_cut == 1 and settings.params().low_cut == 1  # the flag wins
+    assert Settings().band_limit is None and "band_limit" in settings_mod.PARAM_KEYS  # unset: the model's band limits, on
+    path.write_text("band_limit = 0\n")
+    assert load_settings(path).band_limit == 0
+    settings = cmd_serve.settings_from_args(serve_args("--config", str(path), "--band-limit", "1"))
+    assert settings.band_limit == 1 and settings.params().band_limit == 1  # the flag wins
     save_settings(settings, path)
-    assert "low_cut = 1" in path.read_text() and load_settings(path).low_cut == 1
-    gui = build_parser().parse_args(["gui", "--config", str(path), "--low-cut", "0"])
-    assert cmd_serve.settings_from_args(gui).low_cut == 0
-    for text, needle, code in (("low_cut = 2\n", "low_cut must be in 0..1, got 2", "out_of_range"),
-                               ("low_cut = 'on'\n", "low_cut must be an integer, got 'on'", "bad_type")):
+    assert "band_limit = 1" in path.read_text() and load_settings(path).band_limit == 1
+    gui = build_parser().parse_args(["gui", "--config", str(path), "--band-limit", "0"])
+    assert cmd_serve.settings_from_args(gui).band_limit == 0
+    for text, needle, code in (("band_limit = 2\n", "band_limit must be in 0..1, got 2", "out_of_range"),
+                               ("band_limit = 'on'\n", "band_limit must be an integer, got 'on'", "bad_type")):
         path.write_text(text)
         with pytest.raises(SettingsError, match=needle) as err:
             load_settings(path)
