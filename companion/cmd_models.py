@@ -17,6 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _config_facts(config: dict, default_name: str) -> dict:
+    """The listing's facts from a model config's JSON object."""
+    rate, size = config.get("sample_rate"), config.get("sample_size")
+    return dict(name=config.get("name", default_name), sample_rate=rate,
+                seconds=round(size / rate, 3) if size and rate else None, categories=config.get("categories", []),
+                notes=config.get("notes", ""), license=config.get("license", ""))
+
+
 def describe_file(path: Path) -> dict:
     """Metadata of an installed model without building its network."""
     info: dict = {"path": str(path), "name": path.stem if path.is_file() else path.name}
@@ -24,15 +32,15 @@ def describe_file(path: Path) -> dict:
         if path.suffix == ".safetensors":
             from models.checkpoints import read_own_metadata
 
-            meta = read_own_metadata(path)
-            config = json.loads(meta.get("config", "{}"))
-            info.update(name=config.get("name", info["name"]), format="dd-companion",
-                        sample_rate=config.get("sample_rate"), seconds=round(config["sample_size"] / config["sample_rate"], 3)
-                        if config.get("sample_size") and config.get("sample_rate") else None,
-                        categories=config.get("categories", []), notes=config.get("notes", ""),
-                        license=config.get("license", ""))
+            info.update(_config_facts(json.loads(read_own_metadata(path).get("config", "{}")), info["name"]),
+                        format="dd-companion")
         elif path.suffix == ".onnx":
             info.update(format="onnx")
+            try:
+                from export.ort_backend import read_metadata
+            except ImportError:  # no ONNX Runtime installed: the file is listed without its metadata
+                return info
+            info.update(_config_facts(json.loads(read_metadata(path).get("config", "{}")), info["name"]))
         elif path.is_dir():
             info.update(format="diffusers")
         else:
