@@ -135,6 +135,10 @@ class ModelConfig:
                 raise ConfigError(f"{key} must be empty or hold one corner per category ({len(self.categories)}), "
                                   f"got {corners!r}")
             object.__setattr__(self, key, tuple(check(hz) for hz in corners))
+        for name, low, high in zip(self.categories, self.low_cut_hz or (), self.high_cut_hz or (), strict=False):
+            if low and high and high <= low:
+                raise ConfigError(f"category '{name}': high_cut_hz {high:g} must lie above low_cut_hz {low:g} "
+                                  "(or be 0, none)")
         object.__setattr__(self, "guidance", check_guidance(self.guidance, bool(self.categories)))
         object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
         if self.sigma_max is not None:

@@ -138,6 +138,8 @@ def test_the_config_holds_one_band_per_category():
         ModelConfig(name="x", categories=("kick", "hat"), high_cut_hz=(800.0, 0.0, 0.0))
     with pytest.raises(ConfigError, match="high_cut_hz"):
         ModelConfig.from_json('{"name": "x", "categories": ["kick"], "high_cut_hz": "loud"}')
+    with pytest.raises(ConfigError, match="category 'hat': high_cut_hz 700 must lie above low_cut_hz 800"):
+        ModelConfig(name="x", categories=("kick", "hat"), low_cut_hz=(0, 800), high_cut_hz=(3000, 700))
     with pytest.raises(ConfigError, match=r"low_cut_hz must be empty or hold one corner per category \(2\), got"):
         ModelConfig(name="x", categories=("kick", "hat"), low_cut_hz=(800.0,))
     with pytest.raises(ConfigError, match="low_cut_hz"):
