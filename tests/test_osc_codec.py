@@ -301,6 +301,12 @@ def test_the_settings_table_matches_the_engines_live_parameters():
     assert set(PARAMS) == set(PARAM_KEYS)
     assert (PARAMS["guidance"].type, PARAMS["guidance"].low, PARAMS["guidance"].high) == ("f", 1.0, MAX_GUIDANCE)
     assert (SPECS["guidance"].low, SPECS["guidance"].high) == (1.0, MAX_GUIDANCE)
+    from models.finish import TAIL_GATE_RANGE
+
+    # the OSC table imports nothing from models/: its copies of the limits must follow the model's
+    assert (PARAMS["tail_gate"].type, PARAMS["tail_gate"].low, PARAMS["tail_gate"].high) == ("f", TAIL_GATE_RANGE[0], 0.0)
+    assert (PARAMS["band_limit"].type, PARAMS["band_limit"].low, PARAMS["band_limit"].high) == ("i", 0, 1)
+    assert (SPECS["band_limit"].type, SPECS["band_limit"].low, SPECS["band_limit"].high) == (int, 0, 1)
 
 
 def test_every_error_code_the_code_raises_is_documented():
