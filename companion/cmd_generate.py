@@ -158,14 +158,16 @@ def _run_morph(args: argparse.Namespace, backend: Any, folder: SampleFolder, rec
     a, b = (load_audio(p, config.sample_rate, config.channels) for p in args.morph)
     steps = args.steps or 50
     bar = tqdm(total=2 * steps, unit="step", desc="morph", leave=False)
+    # the morph gets the tail gate and band limits the recipe records (the user's, else the model's)
     frames = morph(backend, a, b, args.frames, category=args.category, steps=steps, band_limit=args.band_limit is not False,
-                   progress=lambda i, n: bar.update(1))
+                   tail_gate_db=recipe_base["tail_gate_db"], progress=lambda i, n: bar.update(1))
     bar.close()
     series = folder.reserve_series(args.category)
     sources = [str(p.resolve()) for p in args.morph]
     paths = []
     for k, item in enumerate(frames):
-        recipe = dict(recipe_base, kind="morph", sampler="v-ddim", steps=steps, schedule="crash",
+        recipe = dict(recipe_base, kind="morph", sampler="v-ddim", steps=steps, schedule="crash", eta=None,
+                      guidance=1.0, guidance_interval=[0.0, 1.0], sigma_max=None, rho=None,  # as the morph ran
                       sources=sources, frame=k, frames=args.frames, seed=0)
         paths.append(folder.write(item, config.sample_rate, category=args.category, seed=0, recipe=recipe,
                                   kind="morph", frame=k, series=series))

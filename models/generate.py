@@ -247,6 +247,7 @@ def morph(
     category: str | None = None,
     steps: int = 50,
     band_limit: bool = True,
+    tail_gate_db: float | None = None,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
 ) -> np.ndarray:
@@ -254,7 +255,8 @@ def morph(
 
     Both sources are inverted deterministically to pure-noise latents, interpolated spherically with
     weights k/(frames-1) (the first and last frames reconstruct the sources), and sampled back with the
-    deterministic DDIM sampler on the crash schedule, and finished with the model's tail gate and (``band_limit``) the category's band limits.
+    deterministic DDIM sampler on the crash schedule, and finished with the tail gate (``tail_gate_db``; None = the model's) and (``band_limit``)
+    the category's band limits.
     """
     config = backend.config
     if not isinstance(frames, (int, np.integer)) or not 2 <= frames <= 64:
@@ -283,4 +285,5 @@ def morph(
     frame_labels = None if labels is None else np.full(frames, labels[0])
     rngs = [np.random.default_rng(0) for _ in range(frames)]  # DDIM with eta 0 draws nothing
     out = sample("v-ddim", backend.denoiser(frame_labels), mixed, ts, rngs, callback=stage(steps), cancel=cancel)
-    return _finish(out[..., :length], config, category, config.tail_gate_db, bool(band_limit))
+    gate = config.tail_gate_db if tail_gate_db is None else check_tail_gate(tail_gate_db)
+    return _finish(out[..., :length], config, category, gate, bool(band_limit))

@@ -23,7 +23,7 @@ from models.finish import (
     guard_start,
     remove_dc,
 )
-from models.generate import SamplingOptions, generate, variation
+from models.generate import SamplingOptions, generate, morph, variation
 from tests.reference_nets import OracleBackend, tiny_backend
 
 RATE = 44100
@@ -282,3 +282,48 @@ def test_cli_generate_takes_the_tail_gate_and_writes_it_in_the_recipe(tmp_path, 
     capsys.readouterr()
     assert main(base + ["--seed", "10", "--tail-gate", "5"]) == 2
     assert "tail_gate_db must be 0 (off) or a number of dB in -120..-10" in capsys.readouterr().err
+
+
+def test_morph_applies_the_tail_gate_it_is_given_else_the_models():
+    tone, hiss = _decay_over_floor(seconds=32768 / RATE)
+    backend = OracleBackend(tone + hiss, sample_rate=RATE, categories=("kick",), tail_gate_db=-40.0)
+    tail = slice(int(0.4 * RATE), None)
+    source = (tone + hiss).astype(np.float32)
+    plain = morph(backend, source, source, 2, category="kick", steps=4, tail_gate_db=0.0)
+    gated = morph(backend, source, source, 2, category="kick", steps=4, tail_gate_db=-40.0)
+    assert _rms_db(plain[0, :, tail]) == pytest.approx(_rms_db(hiss[:, tail]), abs=1.0)  # the floor, left alone
+    assert _rms_db(gated[0, :, tail]) < _rms_db(plain[0, :, tail]) - 40.0
+    np.testing.assert_array_equal(morph(backend, source, source, 2, category="kick", steps=4), gated)  # the model's
+
+
+def test_cli_morph_gets_the_tail_gate_its_recipe_records(tmp_path, monkeypatch):
+    import json
+
+    import soundfile as sf
+
+    import companion.cmd_generate as cmd_generate
+    from companion.cli import main
+    from tests.reference_nets import save_tiny
+
+    given = []
+
+    def spy(*args, **kwargs):  # the real morph, noting the gate it was given
+        given.append(kwargs["tail_gate_db"])
+        return morph(*args, **kwargs)
+
+    monkeypatch.setattr(cmd_generate, "morph", spy)
+    path = save_tiny(tmp_path / "m.safetensors", tail_gate_db=-30.0, guidance=2.0)
+    rng = np.random.default_rng(0)
+    sources = []
+    for name in ("a", "b"):
+        sources.append(tmp_path / f"{name}.wav")
+        sf.write(sources[-1], (0.3 * rng.standard_normal((512, 2))).astype(np.float32), 16000)
+    for gate, applied in ((["--tail-gate", "0"], 0.0), (["--tail-gate", "-60"], -60.0), ([], -30.0)):
+        out = tmp_path / f"out{applied:g}"
+        assert main(["generate", "--model", str(path), "--category", "kick", "--morph", *map(str, sources),
+                     "--frames", "2", "--steps", "4", *gate, "--out", str(out)]) == 0
+        assert given[-1] == applied  # the user's gate, else the model's
+        recipes = [json.loads(p.read_text())["recipe"] for p in sorted(out.rglob("dd_*.json"))]
+        assert [r["tail_gate_db"] for r in recipes] == [applied, applied]
+        # a morph runs unguided DDIM whatever the model recommends, and its recipe says so
+        assert {(r["sampler"], r["guidance"], r["sigma_max"]) for r in recipes} == {("v-ddim", 1.0, None)}
