@@ -13,7 +13,7 @@ from companion.folder import SampleFolder
 from models.audio_io import load_audio
 from models.backend import BACKENDS, load_backend
 from models.errors import ConfigError
-from models.generate import SamplingOptions, check_seed, generate, morph, random_seed, variation
+from models.generate import SamplingOptions, applied_band, check_seed, generate, morph, random_seed, variation
 from models.samplers import DEFAULT_SAMPLER, SAMPLERS
 from models.schedules import SCHEDULES
 
@@ -103,8 +103,7 @@ def run(args: argparse.Namespace) -> int:
         "eta": options.eta, "guidance": options.guidance,
         "guidance_interval": list(options.guidance_interval), "sigma_max": options.sigma_max,
         "rho": options.rho, "tail_gate_db": options.tail_gate_db, "category": args.category,
-        **dict(zip(("low_cut_hz", "high_cut_hz"), config.band_for(args.category) if options.band_limit else (0.0, 0.0),
-                   strict=True)),
+        **dict(zip(("low_cut_hz", "high_cut_hz"), applied_band(config, args.category, options.band_limit), strict=True)),
         "model_rate": config.sample_rate,
     }
     low, high = options.guidance_interval

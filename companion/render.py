@@ -17,7 +17,7 @@ from companion.jobs import Item, Job
 from companion.requests import ModelFacts
 from models.audio_io import load_audio
 from models.backend import Backend
-from models.generate import generate, morph, variation
+from models.generate import applied_band, generate, morph, variation
 
 MAX_SOURCE_SECONDS = 60.0  # longer sources are cut: a variation of a whole song is not a sample
 
@@ -60,8 +60,7 @@ def recipe(job: Job, item: Item, index: int) -> dict[str, Any]:
         "schedule": options.schedule, "eta": options.eta, "guidance": options.guidance,
         "guidance_interval": list(options.guidance_interval), "sigma_max": options.sigma_max,
         "rho": options.rho, "tail_gate_db": options.tail_gate_db,
-        **dict(zip(("low_cut_hz", "high_cut_hz"), facts.band_for(plan.category) if options.band_limit else (0.0, 0.0),
-                   strict=True)),
+        **dict(zip(("low_cut_hz", "high_cut_hz"), applied_band(facts, plan.category, options.band_limit), strict=True)),
         "model_rate": facts.sample_rate, "job": job.id,
     }
     if plan.kind == "variation":

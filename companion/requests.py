@@ -16,7 +16,7 @@ from typing import Any
 
 from models.backend import Backend
 from models.errors import DDError
-from models.finish import corner_for
+from models.finish import band_of
 from models.generate import SamplingOptions
 
 MAX_COUNT = 64
@@ -169,8 +169,7 @@ class ModelFacts:
 
     def band_for(self, category: str | None) -> tuple[float, float]:
         """The model's band limits for ``category``: (low cut, high cut) in Hz (0: none)."""
-        return (corner_for(self.categories, self.low_cut_hz, category),
-                corner_for(self.categories, self.high_cut_hz, category))
+        return band_of(self.categories, self.low_cut_hz, self.high_cut_hz, category)
 
 
 @dataclass(frozen=True)

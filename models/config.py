@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from models.errors import ConfigError, LengthError
-from models.finish import check_high_cut, check_low_cut, check_tail_gate, corner_for
+from models.finish import band_of, check_high_cut, check_low_cut, check_tail_gate
 from models.schedules import check_rho, check_sigma_max
 
 HARMONAI_C_MULTS: tuple[int, ...] = (128, 128, 256, 256) + (512,) * 10
@@ -216,8 +216,7 @@ class ModelConfig:
     def band_for(self, category: str | None) -> tuple[float, float]:
         """The band limits of ``category``'s sounds: (low cut, high cut) in Hz (0: none, also for None and for
         models without them)."""
-        return (corner_for(self.categories, self.low_cut_hz, category),
-                corner_for(self.categories, self.high_cut_hz, category))
+        return band_of(self.categories, self.low_cut_hz, self.high_cut_hz, category)
 
     # --- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -83,12 +83,14 @@ def check_high_cut(value: object) -> float:
     return _check_corner(value, "high cut", HIGH_CUT_MIN_HZ, HIGH_CUT_MAX_HZ)
 
 
-def corner_for(categories: Sequence[str], corners: Sequence[float], category: str | None) -> float:
-    """The corner of ``category`` in a model's per-category ``corners`` (``low_cut_hz`` or ``high_cut_hz``; 0:
-    none, also for None, for a category the model lacks, and for models without them)."""
-    if category is None or not corners or category not in categories:
-        return 0.0
-    return float(corners[list(categories).index(category)])
+def band_of(categories: Sequence[str], low_cut_hz: Sequence[float], high_cut_hz: Sequence[float],
+            category: str | None) -> tuple[float, float]:
+    """``category``'s (low cut, high cut) in Hz from a model's per-category corners (0: none, also for None, for a
+    category the model lacks, and for models without corners)."""
+    if category is None or category not in categories:
+        return 0.0, 0.0
+    k = list(categories).index(category)
+    return (float(low_cut_hz[k]) if low_cut_hz else 0.0), (float(high_cut_hz[k]) if high_cut_hz else 0.0)
 
 
 def _crossings(sounds: Sequence[np.ndarray], sample_rate: int, share: float) -> list[float]:
@@ -150,9 +152,7 @@ def band_filter(audio: np.ndarray, sample_rate: int, low_hz: float, high_hz: flo
 
 def remove_dc(audio: np.ndarray, sample_rate: int, cutoff_hz: float = DC_CUTOFF_HZ) -> np.ndarray:
     """High-pass ``audio`` ``[..., samples]`` with the magnitude of a 2nd-order Butterworth at ``cutoff_hz``
-    and no phase shift."""
-    if not 0.0 < cutoff_hz < sample_rate / 2:
-        raise ConfigError(f"cutoff_hz must be in (0, {sample_rate / 2}) Hz, got {cutoff_hz}")
+    and no phase shift (:func:`band_filter` without the low-pass)."""
     return band_filter(audio, sample_rate, cutoff_hz)
 
 

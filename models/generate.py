@@ -156,11 +156,21 @@ def guided(backend: Backend, labels: np.ndarray | None, scale: float,
     return denoise
 
 
+class _HasBands(Protocol):
+    def band_for(self, category: str | None) -> tuple[float, float]: ...
+
+
+def applied_band(model: _HasBands, category: str | None, band_limit: bool | None) -> tuple[float, float]:
+    """The (low cut, high cut) the finish stage gives ``category``'s sounds: the model's (a ModelConfig or the
+    companion's model facts) unless ``band_limit`` is False; (0, 0) = none. What recipes record."""
+    return model.band_for(category) if band_limit is not False else (0.0, 0.0)
+
+
 def _finish(out: np.ndarray, config: ModelConfig, category: str | None | Sequence[str | None], tail_gate_db: float,
             band_limit: bool) -> np.ndarray:
     """The finish stage for a batch, each item with its category's band limits (when ``band_limit``)."""
     cats = list(category) if isinstance(category, (list, tuple)) else [category] * len(out)
-    bands = [config.band_for(c) if band_limit else (0.0, 0.0) for c in cats]
+    bands = [applied_band(config, c, band_limit) for c in cats]
     if len(set(bands)) == 1:
         return finish(out, config.sample_rate, config.fade_out_ms, tail_gate_db, *bands[0])
     return np.stack([finish(item, config.sample_rate, config.fade_out_ms, tail_gate_db, *band)
