@@ -95,16 +95,19 @@ def band_of(categories: Sequence[str], low_cut_hz: Sequence[float], high_cut_hz:
 
 def _crossings(sounds: Sequence[np.ndarray], sample_rate: int, share: float) -> list[float]:
     """Per sound with any energy, the frequency where its cumulative spectrum (channels summed) reaches
-    ``share`` of the total."""
+    ``share`` of the total. The spectrum is weighted by the finish stage's DC filter first (the magnitude of
+    :func:`remove_dc`, which every generated sound goes through): an offset under an envelope (a pulse wave's,
+    say) is not low end the network has to make, and would otherwise keep a category's low cut at 0."""
     found = []
     for sound in sounds:
         x = np.asarray(sound, dtype=np.float64)
         mid = x.reshape(-1, x.shape[-1]).mean(axis=0)
-        power = np.abs(np.fft.rfft(mid)) ** 2
+        freqs = np.fft.rfftfreq(len(mid), 1.0 / sample_rate)
+        power = np.abs(np.fft.rfft(mid)) ** 2 / (1.0 + (DC_CUTOFF_HZ / np.maximum(freqs, 1e-9)) ** 4)
+        power[0] = 0.0
         total = power.sum()
         if not np.isfinite(total) or total <= 0.0:
             continue
-        freqs = np.fft.rfftfreq(len(mid), 1.0 / sample_rate)
         found.append(freqs[min(int(np.searchsorted(np.cumsum(power) / total, share)), len(freqs) - 1)])
     return found
 
