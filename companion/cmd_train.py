@@ -204,7 +204,7 @@ def _same_network(a: ModelConfig, b: ModelConfig) -> bool:
     def core(c: ModelConfig) -> ModelConfig:
         return replace(c, name="", notes="", license="", sampler=None, steps=None, guidance=1.0,
                        guidance_interval=(0.0, 1.0), sigma_max=None, rho=None, tail_gate_db=0.0,
-                       low_cut_hz=(), high_cut_hz=())
+                       low_cut_hz=(), high_cut_hz=(), fade_in_ms=())
 
     return core(a) == core(b)
 
@@ -281,8 +281,7 @@ def _new_run(args: argparse.Namespace, data: tuple[str, Path | None] | None, nam
     unconditional = args.unconditional
     if state is None:
         config = replace(config, name=name if (args.name or not args.recipe) else config.name,
-                         categories=source.categories, low_cut_hz=(),
-                         high_cut_hz=())
+                         categories=source.categories, low_cut_hz=(), high_cut_hz=(), fade_in_ms=())
         if not args.recipe:
             config = replace(config, license="", notes=f"trained by dd-companion on {source.describe()}")
     elif not config.categories and source.categories:

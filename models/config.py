@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from models.errors import ConfigError, LengthError
-from models.finish import band_of, check_high_cut, check_low_cut, check_tail_gate
+from models.finish import band_of, check_fade_in, check_high_cut, check_low_cut, check_tail_gate, per_category
 from models.schedules import check_rho, check_sigma_max
 
 HARMONAI_C_MULTS: tuple[int, ...] = (128, 128, 256, 256) + (512,) * 10
@@ -87,6 +87,10 @@ class ModelConfig:
     low_cut_hz: tuple[float, ...] = ()
     # and likewise the low-pass corner (0: none): where they have almost no energy above it (finish.high_cut_of)
     high_cut_hz: tuple[float, ...] = ()
+    # per category (same order; empty: none), the onset fade in ms the finish stage gives that category's sounds (0:
+    # none): as long as its training sounds take at the least to reach half their peak (finish.fade_in_of),
+    # measured by the trainer likewise
+    fade_in_ms: tuple[float, ...] = ()
     license: str = ""
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -129,10 +133,11 @@ class ModelConfig:
             raise ConfigError(f"fade_out_ms must be a number of milliseconds in 0..1000, got {self.fade_out_ms!r}")
         object.__setattr__(self, "fade_out_ms", float(self.fade_out_ms))
         object.__setattr__(self, "tail_gate_db", check_tail_gate(self.tail_gate_db))
-        for key, check in (("low_cut_hz", check_low_cut), ("high_cut_hz", check_high_cut)):
+        for key, check in (("low_cut_hz", check_low_cut), ("high_cut_hz", check_high_cut),
+                           ("fade_in_ms", check_fade_in)):
             corners = getattr(self, key)
             if not isinstance(corners, (list, tuple)) or len(corners) not in (0, len(self.categories)):
-                raise ConfigError(f"{key} must be empty or hold one corner per category ({len(self.categories)}), "
+                raise ConfigError(f"{key} must be empty or hold one value per category ({len(self.categories)}), "
                                   f"got {corners!r}")
             object.__setattr__(self, key, tuple(check(hz) for hz in corners))
         for name, low, high in zip(self.categories, self.low_cut_hz or (), self.high_cut_hz or (), strict=False):
@@ -218,6 +223,10 @@ class ModelConfig:
         models without them)."""
         return band_of(self.categories, self.low_cut_hz, self.high_cut_hz, category)
 
+    def fade_in_for(self, category: str | None) -> float:
+        """The onset fade of ``category``'s sounds in ms (0: none, also for None and for models without them)."""
+        return per_category(self.categories, self.fade_in_ms, category)
+
     # --- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -226,6 +235,7 @@ class ModelConfig:
         d["guidance_interval"] = list(self.guidance_interval)
         d["low_cut_hz"] = list(self.low_cut_hz)
         d["high_cut_hz"] = list(self.high_cut_hz)
+        d["fade_in_ms"] = list(self.fade_in_ms)
         return d
 
     def to_json(self) -> str:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from models import synth
 from models.audio_io import AUDIO_SUFFIXES, AudioFileError, load_audio
 from models.config import ModelConfig
 from models.errors import ConfigError, DDError
-from models.finish import high_cut_of, low_cut_of
+from models.finish import fade_in_of, high_cut_of, low_cut_of
 
 log = logging.getLogger("dd.datasets")
 
@@ -405,16 +406,24 @@ def fit_to_model(source: AudioSource, config: ModelConfig, *, unconditional: boo
     source.drop_labels = False
 
 
-BAND_ITEMS = 256  # sounds per category the trainer measures a model's band limits on
+MEASURE_ITEMS = 256  # sounds per category the trainer measures a model's band limits and onset fades on
 
 
-def measure_band_limits(source: AudioSource, config: ModelConfig,
-                        per_category: int = BAND_ITEMS) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``config.low_cut_hz`` and ``high_cut_hz`` measured on ``source`` (already fitted to ``config`` by
-    :func:`fit_to_model`): each category's corners (:func:`models.finish.low_cut_of`, ``high_cut_of``) over its
-    first ``per_category`` items; categories the data does not have keep the model's (0 if it has none)."""
+@dataclass(frozen=True)
+class FinishMeasures:
+    """What the finish stage needs to know of each category's training sounds (``ModelConfig`` fields)."""
+
+    low_cut_hz: tuple[float, ...]
+    high_cut_hz: tuple[float, ...]
+    fade_in_ms: tuple[float, ...]
+
+
+def measure_finish(source: AudioSource, config: ModelConfig, per_category: int = MEASURE_ITEMS) -> FinishMeasures:
+    """``config.low_cut_hz``, ``high_cut_hz`` and ``fade_in_ms`` measured on ``source`` (already fitted to ``config``
+    by :func:`fit_to_model`): each category's (:func:`models.finish.low_cut_of`, ``high_cut_of``, ``fade_in_of``)
+    over its first ``per_category`` items; categories the data does not have keep the model's (0 if it has none)."""
     if not config.categories or not source.conditional:
-        return config.low_cut_hz, config.high_cut_hz
+        return FinishMeasures(config.low_cut_hz, config.high_cut_hz, config.fade_in_ms)
     found: list[list[np.ndarray]] = [[] for _ in config.categories]
     wanted = {label for label in (source.label_map or {i: i for i in range(len(source.categories))}).values()}
     end = len(source) or per_category * len(config.categories)
@@ -425,9 +434,13 @@ def measure_band_limits(source: AudioSource, config: ModelConfig,
         if all(len(found[k]) >= per_category for k in wanted):
             break
     n, rate = len(config.categories), source.sample_rate
-    low, high = config.low_cut_hz or (0.0,) * n, config.high_cut_hz or (0.0,) * n
-    return (tuple(low_cut_of(found[k], rate) if found[k] else low[k] for k in range(n)),
-            tuple(high_cut_of(found[k], rate) if found[k] else high[k] for k in range(n)))
+
+    def measured(rule: Callable[[list[np.ndarray], int], float], kept: tuple[float, ...]) -> tuple[float, ...]:
+        kept = kept or (0.0,) * n
+        return tuple(rule(found[k], rate) if found[k] else kept[k] for k in range(n))
+
+    return FinishMeasures(measured(low_cut_of, config.low_cut_hz), measured(high_cut_of, config.high_cut_hz),
+                          measured(fade_in_of, config.fade_in_ms))
 
 
 def open_source(kind: str, *, path: str | Path | None = None, sample_rate: int, sample_size: int,

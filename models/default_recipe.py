@@ -119,6 +119,10 @@ DEFAULT_CONFIG = replace(
     # Hz it lies 36-40 dB under (kick, bass, tom, perc and fx moved to 15-36 Hz). 96% / 89.0 (3.86x) / 45%
     low_cut_hz=(21.0, 28.0, 167.0, 849.0, 756.0, 22.0, 36.0, 15.0, 81.0, 16.0),
     high_cut_hz=(19589.0, 0.0, 0.0, 0.0, 0.0, 17567.0, 0.0, 7037.0, 0.0, 0.0),
+    # the onset fades per category (models/finish.py fade_in_of), measured likewise: the synthesizer's synths take at
+    # least 0.45 ms (20 samples) to reach half their peak, every other category may start at it. The network started
+    # its synths at 63% of their peak (median; up to 96%) in the first sample, a click when played
+    fade_in_ms=(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.45, 0.0),
     notes=(
         "trained by dd-companion on its own synthesized one-shots (models/synth.py): kick, snare, clap, hats, "
         "toms, percussion, bass, synth and fx; 44.1 kHz stereo, 0.74 s; per-level conditioning; guidance x2 "

@@ -23,6 +23,12 @@ it by hand; the companion does it before anything is written or played:
   further down. A small network leaves a floor of hiss and rumble where its sound should have died away
   (the default model: 45-70 dB under the peak in the tails of kicks, hats and percussion, whose training
   sounds end in digital silence); the gate removes it and leaves the body of the sound untouched;
+- the onset fade, when the model has one for the sound's category (``ModelConfig.fade_in_ms``): a sin² fade
+  in over the first fraction of a millisecond, as long as the category's training sounds take at the least to
+  reach half their peak (:func:`fade_in_of`). The network starts every sound at full tilt, a step from
+  silence that clicks when the sample is played; where the data never does that (the synthesizer's synths
+  rise from 0 over at least 0.4 ms; its drums may start at their peak, and get no fade), neither does the
+  sound;
 - for models trained on one-shots that end in a fade (``ModelConfig.fade_out_ms``), the same
   equal-power fade over the last milliseconds of the requested length;
 - a sound that still goes past full scale is turned down as a whole until its peak sits at
@@ -54,6 +60,9 @@ GATE_WINDOW_MS, GATE_HOP_MS, GATE_RELEASE_MS, GATE_RANGE_DB = 10.0, 1.0, 50.0, 9
 LOW_CUT_SHARE_DB, LOW_CUT_PERCENTILE, LOW_CUT_MAX_HZ = -30.0, 5.0, 5000.0
 HIGH_CUT_SHARE_DB, HIGH_CUT_PERCENTILE, HIGH_CUT_MIN_HZ, HIGH_CUT_MAX_HZ = -40.0, 99.0, 500.0, 96000.0
 HIGH_CUT_NYQUIST = 0.45
+# A category's onset fade: all but FADE_IN_PERCENTILE % of its training sounds take at least this long to first
+# reach FADE_IN_LEVEL of their peak; under FADE_IN_MIN_MS it is 0 (sounds that may start at their peak: drums)
+FADE_IN_LEVEL, FADE_IN_PERCENTILE, FADE_IN_MIN_MS, FADE_IN_MAX_MS = 0.5, 5.0, 0.1, 100.0
 
 
 def check_tail_gate(value: object) -> float:
@@ -83,14 +92,28 @@ def check_high_cut(value: object) -> float:
     return _check_corner(value, "high cut", HIGH_CUT_MIN_HZ, HIGH_CUT_MAX_HZ)
 
 
+def check_fade_in(value: object) -> float:
+    """An onset fade: 0 (none) or a number of milliseconds in FADE_IN_MIN_MS..FADE_IN_MAX_MS."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+            float(value) == 0.0 or FADE_IN_MIN_MS <= float(value) <= FADE_IN_MAX_MS):  # fmt: skip
+        raise ConfigError(f"an onset fade must be 0 (none) or a number of milliseconds in {FADE_IN_MIN_MS:g}.."
+                          f"{FADE_IN_MAX_MS:g}, got {value!r}")
+    return float(value)
+
+
+def per_category(categories: Sequence[str], values: Sequence[float], category: str | None) -> float:
+    """``category``'s entry in a per-category setting of a model (0: none, also for None, for a category the
+    model lacks, and for models without the setting)."""
+    if not values or category is None or category not in categories:
+        return 0.0
+    return float(values[list(categories).index(category)])
+
+
 def band_of(categories: Sequence[str], low_cut_hz: Sequence[float], high_cut_hz: Sequence[float],
             category: str | None) -> tuple[float, float]:
     """``category``'s (low cut, high cut) in Hz from a model's per-category corners (0: none, also for None, for a
     category the model lacks, and for models without corners)."""
-    if category is None or category not in categories:
-        return 0.0, 0.0
-    k = list(categories).index(category)
-    return (float(low_cut_hz[k]) if low_cut_hz else 0.0), (float(high_cut_hz[k]) if high_cut_hz else 0.0)
+    return per_category(categories, low_cut_hz, category), per_category(categories, high_cut_hz, category)
 
 
 def _crossings(sounds: Sequence[np.ndarray], sample_rate: int, share: float) -> list[float]:
@@ -135,6 +158,33 @@ def high_cut_of(sounds: Sequence[np.ndarray], sample_rate: int) -> float:
     return corner if corner < HIGH_CUT_NYQUIST * sample_rate else 0.0
 
 
+def fade_in_of(sounds: Sequence[np.ndarray], sample_rate: int) -> float:
+    """The onset fade of a set of sounds (each ``[channels, samples]`` or ``[samples]``): the time in which all but
+    :data:`FADE_IN_PERCENTILE` % of them have not yet reached :data:`FADE_IN_LEVEL` of their peak (the louder
+    channel), in ms rounded to 0.01; 0 when that is under :data:`FADE_IN_MIN_MS` or no sound has any signal."""
+    found = []
+    for sound in sounds:
+        x = np.abs(np.asarray(sound, dtype=np.float64))
+        level = x.reshape(-1, x.shape[-1]).max(axis=0)
+        peak = float(level.max()) if level.size else 0.0
+        if np.isfinite(peak) and peak > 0.0:
+            found.append(int(np.argmax(level >= FADE_IN_LEVEL * peak)))
+    if not found:
+        return 0.0
+    ms = round(min(float(np.percentile(found, FADE_IN_PERCENTILE)) * 1000.0 / sample_rate, FADE_IN_MAX_MS), 2)
+    return ms if ms >= FADE_IN_MIN_MS else 0.0
+
+
+def fade_in(audio: np.ndarray, sample_rate: int, fade_ms: float) -> np.ndarray:
+    """A sin² fade from silence over the first ``fade_ms`` of ``audio`` ``[..., samples]`` (at most an eighth of
+    it); 0: none."""
+    x = np.array(audio, dtype=np.float64)
+    n = fade_samples(sample_rate, check_fade_in(fade_ms), x.shape[-1])
+    if n > 0:
+        x[..., :n] *= np.sin(np.linspace(0.0, np.pi / 2, n, endpoint=False)) ** 2
+    return x
+
+
 def band_filter(audio: np.ndarray, sample_rate: int, low_hz: float, high_hz: float = 0.0) -> np.ndarray:
     """``audio`` ``[..., samples]`` through the magnitudes of a 2nd-order Butterworth high-pass at ``low_hz`` and,
     unless ``high_hz`` is 0, a 2nd-order Butterworth low-pass at ``high_hz``, with no phase shift (applied in the
@@ -160,7 +210,7 @@ def remove_dc(audio: np.ndarray, sample_rate: int, cutoff_hz: float = DC_CUTOFF_
 
 
 def fade_samples(sample_rate: int, fade_ms: float, length: int) -> int:
-    """Samples in an end fade of ``fade_ms``, at most an eighth of the sound."""
+    """Samples in a fade of ``fade_ms``, at most an eighth of the sound."""
     return min(int(round(fade_ms * sample_rate / 1000.0)), length // 8)
 
 
@@ -247,16 +297,20 @@ def gate_tail(audio: np.ndarray, sample_rate: int, threshold_db: float) -> np.nd
 
 
 def finish(audio: np.ndarray, sample_rate: int, fade_ms: float = 0.0, tail_gate_db: float = 0.0,
-           low_cut_hz: float = 0.0, high_cut_hz: float = 0.0) -> np.ndarray:
+           low_cut_hz: float = 0.0, high_cut_hz: float = 0.0, fade_in_ms: float = 0.0) -> np.ndarray:
     """The start guard, DC removal (with the high-pass at ``low_cut_hz`` instead when that is higher; 0: none)
     and the low-pass at ``high_cut_hz`` (0, or over :data:`HIGH_CUT_NYQUIST` of the rate: none), the tail gate
-    (0: none), the model's end fade, then no peak past full scale: float32, same shape."""
+    (0: none), the onset fade ``fade_in_ms`` (0: none), the model's end fade, then no peak past full scale:
+    float32, same shape."""
     low = min(max(DC_CUTOFF_HZ, check_low_cut(low_cut_hz)), HIGH_CUT_NYQUIST * sample_rate)
     high = check_high_cut(high_cut_hz)
     high = high if 0.0 < high < HIGH_CUT_NYQUIST * sample_rate else 0.0
+    fade_in_ms = check_fade_in(fade_in_ms)
     x = band_filter(guard_start(audio, sample_rate), sample_rate, low, high)
     if tail_gate_db:
         x = gate_tail(x, sample_rate, tail_gate_db)
+    if fade_in_ms:
+        x = fade_in(x, sample_rate, fade_in_ms)
     if fade_ms > 0:
         x = fade_out(x, sample_rate, fade_ms)
     return np.clip(fit_full_scale(x), -1.0, 1.0).astype(np.float32)  # the clip only guards float rounding

@@ -168,13 +168,14 @@ def applied_band(model: _HasBands, category: str | None, band_limit: bool | None
 
 def _finish(out: np.ndarray, config: ModelConfig, category: str | None | Sequence[str | None], tail_gate_db: float,
             band_limit: bool) -> np.ndarray:
-    """The finish stage for a batch, each item with its category's band limits (when ``band_limit``)."""
+    """The finish stage for a batch, each item with its category's band limits (when ``band_limit``) and onset
+    fade."""
     cats = list(category) if isinstance(category, (list, tuple)) else [category] * len(out)
-    bands = [applied_band(config, c, band_limit) for c in cats]
-    if len(set(bands)) == 1:
-        return finish(out, config.sample_rate, config.fade_out_ms, tail_gate_db, *bands[0])
-    return np.stack([finish(item, config.sample_rate, config.fade_out_ms, tail_gate_db, *band)
-                     for item, band in zip(out, bands, strict=True)])
+    shapes = [(*applied_band(config, c, band_limit), config.fade_in_for(c)) for c in cats]
+    if len(set(shapes)) == 1:
+        return finish(out, config.sample_rate, config.fade_out_ms, tail_gate_db, *shapes[0])
+    return np.stack([finish(item, config.sample_rate, config.fade_out_ms, tail_gate_db, *shape)
+                     for item, shape in zip(out, shapes, strict=True)])
 
 
 def _rngs(seeds: Sequence[int]) -> list[np.random.Generator]:

@@ -48,7 +48,7 @@ from models.datasets import (
     DatasetError,
     fit_to_model,
     make_batch,
-    measure_band_limits,
+    measure_finish,
     open_source,
 )
 from models.errors import CheckpointError, ConfigError, DDError
@@ -300,13 +300,19 @@ class Trainer:
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
             self.config = replace(config, guidance=1.0, guidance_interval=(0.0, 1.0))
         if _resume is None and not self.unconditional:
-            # where each category's training sounds have almost nothing: the finish stage filters the model's
-            # rumble and hiss there (models/finish.py); categories the data lacks keep the model's corners
-            low, high = measure_band_limits(source, self.config)
-            self.config = replace(self.config, low_cut_hz=low, high_cut_hz=high)
-            if any(low) or any(high):
+            # where each category's training sounds have almost nothing, and how soft their onsets are: the finish
+            # stage filters the model's rumble and hiss there and fades its onsets in as much (models/finish.py);
+            # categories the data lacks keep the model's
+            m = measure_finish(source, self.config)
+            self.config = replace(self.config, low_cut_hz=m.low_cut_hz, high_cut_hz=m.high_cut_hz,
+                                  fade_in_ms=m.fade_in_ms)
+            if any(m.low_cut_hz) or any(m.high_cut_hz):
                 log.info("band limits per category (low cut / high cut, Hz; 0 = none): %s", ", ".join(
-                    f"{c} {a:g}/{b:g}" for c, a, b in zip(self.config.categories, low, high, strict=True)))
+                    f"{c} {a:g}/{b:g}" for c, a, b in zip(self.config.categories, m.low_cut_hz, m.high_cut_hz,
+                                                          strict=True)))
+            if any(m.fade_in_ms):
+                log.info("onset fades per category (ms; 0 = none): %s", ", ".join(
+                    f"{c} {ms:g}" for c, ms in zip(self.config.categories, m.fade_in_ms, strict=True)))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr)
         self.scaler = torch.amp.GradScaler("cuda") if options.precision == "fp16" else None
         self.step = 0

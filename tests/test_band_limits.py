@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from models.config import ModelConfig
-from models.datasets import FolderSource, fit_to_model, measure_band_limits
+from models.datasets import FinishMeasures, FolderSource, fit_to_model, measure_finish
 from models.errors import ConfigError
 from models.finish import (
     DC_CUTOFF_HZ,
@@ -152,13 +152,13 @@ def test_the_config_holds_one_band_per_category():
     assert config.band_for(None) == (0.0, 0.0) and config.band_for("snare") == (0.0, 0.0)
     old = {k: v for k, v in config.to_dict().items() if not k.endswith("_cut_hz")}  # files from before
     assert ModelConfig.from_dict(old).low_cut_hz == () and ModelConfig.from_dict(old).high_cut_hz == ()
-    with pytest.raises(ConfigError, match=r"high_cut_hz must be empty or hold one corner per category \(2\), got"):
+    with pytest.raises(ConfigError, match=r"high_cut_hz must be empty or hold one value per category \(2\), got"):
         ModelConfig(name="x", categories=("kick", "hat"), high_cut_hz=(800.0, 0.0, 0.0))
     with pytest.raises(ConfigError, match="high_cut_hz"):
         ModelConfig.from_json('{"name": "x", "categories": ["kick"], "high_cut_hz": "loud"}')
     with pytest.raises(ConfigError, match="category 'hat': high_cut_hz 700 must lie above low_cut_hz 800"):
         ModelConfig(name="x", categories=("kick", "hat"), low_cut_hz=(0, 800), high_cut_hz=(3000, 700))
-    with pytest.raises(ConfigError, match=r"low_cut_hz must be empty or hold one corner per category \(2\), got"):
+    with pytest.raises(ConfigError, match=r"low_cut_hz must be empty or hold one value per category \(2\), got"):
         ModelConfig(name="x", categories=("kick", "hat"), low_cut_hz=(800.0,))
     with pytest.raises(ConfigError, match="low_cut_hz"):
         ModelConfig(name="x", low_cut_hz=(800.0,))  # an unconditional model has no categories to cut
@@ -209,13 +209,14 @@ def test_the_band_is_measured_on_a_folder_and_kept_for_categories_it_lacks(tmp_p
                          low_cut_hz=(0.0, 0.0, 120.0), high_cut_hz=(0.0, 0.0, 9000.0))
     source = FolderSource(folder, sample_rate=RATE, sample_size=16384)
     fit_to_model(source, config)  # the data's categories map onto the model's: hat, kick -> 1, 0
-    (kick, hat, fx), (kick_high, hat_high, fx_high) = measure_band_limits(source, config)
+    measured = measure_finish(source, config)
+    (kick, hat, fx), (kick_high, hat_high, fx_high) = measured.low_cut_hz, measured.high_cut_hz
     assert kick < 50.0 / 3 and 200.0 < hat < 2500.0  # far under the lowest kick's 50 Hz
     assert 500.0 <= kick_high < 5000.0 and hat_high == 0.0  # the sines end low, the noise reaches Nyquist
     assert (fx, fx_high) == (120.0, 9000.0)  # no fx in the data: the model's corners stay
     unconditional = FolderSource(folder, sample_rate=RATE, sample_size=16384, unconditional=True)
     plain = replace(config, categories=(), low_cut_hz=(), high_cut_hz=())
-    assert measure_band_limits(unconditional, plain) == ((), ())
+    assert measure_finish(unconditional, plain) == FinishMeasures((), (), ())
 
 
 def test_a_training_run_measures_the_band_of_its_data_and_exports_it(tmp_path, capsys):

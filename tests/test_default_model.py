@@ -34,6 +34,18 @@ def test_metadata_travels_with_the_weights(backend):
     assert DEFAULT_MODEL.stat().st_size < 40 * 2**20
 
 
+def test_the_shipped_onnx_export_is_of_these_weights_and_this_config(backend):
+    """Every change to the shipped model (its weights or its metadata) must be exported again: `--backend auto`
+    runs the ONNX file on machines without a GPU."""
+    from export.ort_backend import config_from_metadata, read_metadata
+    from models.known_models import file_sha256
+    from models.registry import DEFAULT_ONNX
+
+    metadata = read_metadata(DEFAULT_ONNX)
+    assert metadata["source_sha256"] == file_sha256(DEFAULT_MODEL)
+    assert config_from_metadata(metadata, DEFAULT_ONNX.name) == backend.config
+
+
 @pytest.fixture(scope="module")
 def one_per_category(backend):
     # the model's own sampling (dpmpp-2m-sde x 30, its guidance built in): what a user gets by default
@@ -89,14 +101,14 @@ def test_its_band_limits_are_what_the_recipe_measures_and_take_the_rumble_and_th
     """The corners are what the recipe's last stage measures on its data (synth seed 2); generated hats, claps and
     synths lose the low rumble under their low cut, basses the hiss over their high cut, and keep what lies
     between."""
-    from models.datasets import SynthSource, fit_to_model, measure_band_limits
+    from models.datasets import FinishMeasures, SynthSource, fit_to_model, measure_finish
     from models.default_recipe import DEFAULT_CONFIG, DEFAULT_RECIPE
 
     config = backend.config
     assert (config.low_cut_hz, config.high_cut_hz) == (DEFAULT_CONFIG.low_cut_hz, DEFAULT_CONFIG.high_cut_hz)
     source = SynthSource(sample_rate=config.sample_rate, sample_size=config.sample_size, seed=DEFAULT_RECIPE["seed"])
     fit_to_model(source, config)
-    assert measure_band_limits(source, config) == (config.low_cut_hz, config.high_cut_hz)
+    assert measure_finish(source, config) == FinishMeasures(config.low_cut_hz, config.high_cut_hz, config.fade_in_ms)
     freqs = np.fft.rfftfreq(config.sample_size, 1.0 / config.sample_rate)
 
     def band_db(audio, low, high):
@@ -116,6 +128,21 @@ def test_its_band_limits_are_what_the_recipe_measures_and_take_the_rumble_and_th
             assert band_db(cut, 2 * high, 22050) < band_db(raw, 2 * high, 22050) - 6.0, category
         middle = (3 * low or 30, high / 3 if high else 20000)
         assert band_db(cut, *middle) == pytest.approx(band_db(raw, *middle), abs=0.5), category
+
+
+def test_its_synths_start_from_silence_and_its_drums_keep_their_attack(backend, one_per_category):
+    """The onset fades are what the recipe measures (test above): the synthesizer's synths rise from 0, so the
+    generated ones get a 0.45 ms fade in instead of the network's step; drums may start at their peak, and do."""
+    config = backend.config
+    assert config.fade_in_for("synth") == 0.45 and config.fade_in_for("kick") == 0.0
+    synths = generate(backend, [3, 4, 5], category="synth")
+    n = int(round(0.45 * config.sample_rate / 1000))
+    for synth in synths:
+        peak = np.abs(synth).max()
+        assert np.all(synth[:, 0] == 0.0)
+        assert np.abs(np.diff(synth[:, : n + 1], axis=-1)).max() < 0.2 * peak  # no step out of silence
+    kick = one_per_category["kick"]
+    assert np.abs(kick[:, 0]).max() > 0.1 * np.abs(kick).max()  # its transient is where the network put it
 
 
 def test_it_recommends_the_sampling_it_was_measured_with(backend):
