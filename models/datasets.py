@@ -421,7 +421,8 @@ class FinishMeasures:
 def measure_finish(source: AudioSource, config: ModelConfig, per_category: int = MEASURE_ITEMS) -> FinishMeasures:
     """``config.low_cut_hz``, ``high_cut_hz`` and ``fade_in_ms`` measured on ``source`` (already fitted to ``config``
     by :func:`fit_to_model`): each category's (:func:`models.finish.low_cut_of`, ``high_cut_of``, ``fade_in_of``)
-    over its first ``per_category`` items; categories the data does not have keep the model's (0 if it has none)."""
+    over its first ``per_category`` items; categories the data does not have keep the model's (0 if it has none).
+    Loops (``random_crop``) get no onset fades."""
     if not config.categories or not source.conditional:
         return FinishMeasures(config.low_cut_hz, config.high_cut_hz, config.fade_in_ms)
     found: list[list[np.ndarray]] = [[] for _ in config.categories]
@@ -439,8 +440,9 @@ def measure_finish(source: AudioSource, config: ModelConfig, per_category: int =
         kept = kept or (0.0,) * n
         return tuple(rule(found[k], rate) if found[k] else kept[k] for k in range(n))
 
-    return FinishMeasures(measured(low_cut_of, config.low_cut_hz), measured(high_cut_of, config.high_cut_hz),
-                          measured(fade_in_of, config.fade_in_ms))
+    # a loop's window starts anywhere: its first samples are the crop's, not a sound's onset (no fade, like no end fade)
+    fades = (0.0,) * n if getattr(source, "random_crop", False) else measured(fade_in_of, config.fade_in_ms)
+    return FinishMeasures(measured(low_cut_of, config.low_cut_hz), measured(high_cut_of, config.high_cut_hz), fades)
 
 
 def open_source(kind: str, *, path: str | Path | None = None, sample_rate: int, sample_size: int,

@@ -129,3 +129,21 @@ def test_a_training_run_measures_the_onsets_of_its_data_and_exports_them(tmp_pat
     assert hat == 0.0  # the parent's 3 ms made way for these hats, which start at their peak
     assert 2.0 < pad < 8.0  # the slowest attacks (8-22 ms) reach half their peak after 4 ms or more
     assert json.loads(config.to_json())["fade_in_ms"] == [hat, pad]  # and they travel in the file's metadata
+
+
+def test_loops_get_no_onset_fade(tmp_path):
+    """A loop model's windows start anywhere; where a file is no longer than the window they start where it does,
+    and a soft start there is the loop's seam, not an onset to fade in."""
+    from models.datasets import FolderSource, fit_to_model, measure_finish
+    from tests.reference_nets import tiny_config
+
+    for i in range(8):  # files exactly one window long, with a soft start
+        (tmp_path / "pad").mkdir(exist_ok=True)
+        sf.write(tmp_path / "pad" / f"p{i}.wav", _pluck(8.0 + 2 * i, n=4096).T.astype(np.float32), RATE)
+    config = tiny_config(sample_rate=RATE, sample_size=4096, categories=("pad",))
+    one_shots = FolderSource(tmp_path, sample_rate=RATE, sample_size=4096)
+    fit_to_model(one_shots, config)
+    assert measure_finish(one_shots, config).fade_in_ms[0] > 2.0  # as one-shots: their onsets
+    loops = FolderSource(tmp_path, sample_rate=RATE, sample_size=4096, random_crop=True)
+    fit_to_model(loops, config)
+    assert measure_finish(loops, config).fade_in_ms == (0.0,)  # as loops: none
