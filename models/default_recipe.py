@@ -116,7 +116,7 @@ DEFAULT_CONFIG = replace(
     # diversity 45% against 93% / 105.1 (4.6x) / 46% without; with the high cut too 96% / 89.9 (3.9x) / 45%.
     # Measured on the data weighted by the DC filter (an offset under an envelope is not low end): before that,
     # the synth's offsets held its low cut at 0 and its sounds kept a rumble 20 dB under them below 40 Hz; at 81
-    # Hz it lies 36-40 dB under (kick, bass, tom, perc and fx moved to 15-36 Hz). 96% / 89.0 (3.86x) / 45%
+    # Hz it lies 34-42 dB under (kick, bass, tom, perc and fx moved to 15-36 Hz). 96% / 89.0 (3.86x) / 45%
     low_cut_hz=(21.0, 28.0, 167.0, 849.0, 756.0, 22.0, 36.0, 15.0, 81.0, 16.0),
     high_cut_hz=(19589.0, 0.0, 0.0, 0.0, 0.0, 17567.0, 0.0, 7037.0, 0.0, 0.0),
     # the onset fades per category (models/finish.py fade_in_of), measured likewise: the synthesizer's synths take at

@@ -75,30 +75,26 @@ def check_tail_gate(value: object) -> float:
     return float(value)
 
 
-def _check_corner(value: object, what: str, low: float, high: float) -> float:
+def _check_per_category(value: object, what: str, low: float, high: float, unit: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
             float(value) == 0.0 or low <= float(value) <= high):  # fmt: skip
-        raise ConfigError(f"a {what} must be 0 (none) or a number of Hz in {low:g}..{high:g}, got {value!r}")
+        raise ConfigError(f"{what} must be 0 (none) or a number of {unit} in {low:g}..{high:g}, got {value!r}")
     return float(value)
 
 
 def check_low_cut(value: object) -> float:
     """A low-cut corner: 0 (none) or a number of Hz in DC_CUTOFF_HZ..LOW_CUT_MAX_HZ."""
-    return _check_corner(value, "low cut", DC_CUTOFF_HZ, LOW_CUT_MAX_HZ)
+    return _check_per_category(value, "a low cut", DC_CUTOFF_HZ, LOW_CUT_MAX_HZ, "Hz")
 
 
 def check_high_cut(value: object) -> float:
     """A high-cut corner: 0 (none) or a number of Hz in HIGH_CUT_MIN_HZ..HIGH_CUT_MAX_HZ."""
-    return _check_corner(value, "high cut", HIGH_CUT_MIN_HZ, HIGH_CUT_MAX_HZ)
+    return _check_per_category(value, "a high cut", HIGH_CUT_MIN_HZ, HIGH_CUT_MAX_HZ, "Hz")
 
 
 def check_fade_in(value: object) -> float:
     """An onset fade: 0 (none) or a number of milliseconds in FADE_IN_MIN_MS..FADE_IN_MAX_MS."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
-            float(value) == 0.0 or FADE_IN_MIN_MS <= float(value) <= FADE_IN_MAX_MS):  # fmt: skip
-        raise ConfigError(f"an onset fade must be 0 (none) or a number of milliseconds in {FADE_IN_MIN_MS:g}.."
-                          f"{FADE_IN_MAX_MS:g}, got {value!r}")
-    return float(value)
+    return _check_per_category(value, "an onset fade", FADE_IN_MIN_MS, FADE_IN_MAX_MS, "milliseconds")
 
 
 def per_category(categories: Sequence[str], values: Sequence[float], category: str | None) -> float:
