@@ -112,6 +112,12 @@ def band_of(categories: Sequence[str], low_cut_hz: Sequence[float], high_cut_hz:
     return per_category(categories, low_cut_hz, category), per_category(categories, high_cut_hz, category)
 
 
+def _high_pass_gain(freqs: np.ndarray, corner_hz: float) -> np.ndarray:
+    """The magnitude of a 2nd-order Butterworth high-pass at ``corner_hz`` at each of ``freqs`` (0 at 0 Hz)."""
+    gain = 1.0 / np.sqrt(1.0 + (corner_hz / np.maximum(freqs, 1e-9)) ** 4)
+    return np.where(freqs > 0.0, gain, 0.0)
+
+
 def _crossings(sounds: Sequence[np.ndarray], sample_rate: int, share: float) -> list[float]:
     """Per sound with any energy, the frequency where its cumulative spectrum (channels summed) reaches
     ``share`` of the total. The spectrum is weighted by the finish stage's DC filter first (the magnitude of
@@ -122,8 +128,7 @@ def _crossings(sounds: Sequence[np.ndarray], sample_rate: int, share: float) -> 
         x = np.asarray(sound, dtype=np.float64)
         mid = x.reshape(-1, x.shape[-1]).mean(axis=0)
         freqs = np.fft.rfftfreq(len(mid), 1.0 / sample_rate)
-        power = np.abs(np.fft.rfft(mid)) ** 2 / (1.0 + (DC_CUTOFF_HZ / np.maximum(freqs, 1e-9)) ** 4)
-        power[0] = 0.0
+        power = (np.abs(np.fft.rfft(mid)) * _high_pass_gain(freqs, DC_CUTOFF_HZ)) ** 2
         total = power.sum()
         if not np.isfinite(total) or total <= 0.0:
             continue
@@ -192,8 +197,7 @@ def band_filter(audio: np.ndarray, sample_rate: int, low_hz: float, high_hz: flo
     n = x.shape[-1]
     size = 1 << int(np.ceil(np.log2(2 * n)))  # room for the filter's tails: no circular wrap-around
     freqs = np.fft.rfftfreq(size, 1.0 / sample_rate)
-    gain = 1.0 / np.sqrt(1.0 + (low_hz / np.maximum(freqs, 1e-9)) ** 4)
-    gain[0] = 0.0
+    gain = _high_pass_gain(freqs, low_hz)
     if high_hz:
         gain = gain / np.sqrt(1.0 + (freqs / high_hz) ** 4)
     return np.fft.irfft(np.fft.rfft(x, size, axis=-1) * gain, size, axis=-1)[..., :n]

@@ -266,8 +266,8 @@ def morph(
 
     Both sources are inverted deterministically to pure-noise latents, interpolated spherically with
     weights k/(frames-1) (the first and last frames reconstruct the sources), and sampled back with the
-    deterministic DDIM sampler on the crash schedule, and finished with the tail gate (``tail_gate_db``; None = the model's) and (``band_limit``)
-    the category's band limits.
+    deterministic DDIM sampler on the crash schedule. The finish stage applies the tail gate ``tail_gate_db``
+    (None = the model's) and, when ``band_limit``, the category's band limits.
     """
     config = backend.config
     if not isinstance(frames, (int, np.integer)) or not 2 <= frames <= 64:
