@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.backend import available_backends, load_backend  # noqa: E402
+from companion.engine.model_files import load_backend  # noqa: E402
+from models.backend import available_backends  # noqa: E402
 from models.finish import finish  # noqa: E402
 from models.generate import SamplingOptions, generate  # noqa: E402
 from models.schedules import make_schedule  # noqa: E402

@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from companion.cmd_serve import Companion
-from companion.settings import Settings
+from companion.config.settings import Settings
+from companion.service.resident import Companion
 from models.registry import DEFAULT_MODEL
 from osc_protocol.client import OscClient
 
@@ -75,7 +75,7 @@ def wait_for_pool(companion: Companion, category: str, timeout: float = 600.0) -
 def pooled_takes(companion: Companion, category: str, n: int) -> tuple[list[float], list[float]]:
     """In-process: how long submit() takes for a pooled request (the answer, excluding the write),
     and how long the write then takes (request -> file in place)."""
-    from companion.requests import GenerateRequest
+    from companion.engine.requests import GenerateRequest
 
     takes, totals = [], []
     for _ in range(n):

@@ -65,8 +65,8 @@ def run_mode(name: str, process: bool, engine: Any, recorder: Any, args: argpars
     """Latency, then underruns under load, for one live rig."""
     import mido
 
-    from companion.live import attach_live
-    from companion.requests import GenerateRequest
+    from companion.engine.requests import GenerateRequest
+    from companion.live.rig import attach_live
 
     virtual = f"DD Bench {name}"
     rig = attach_live(engine, midi_port=None, audio_device="system", virtual_name=virtual,
@@ -181,16 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         import mido
         import torch
 
-        from companion import audio_out
-        from companion.engine import Engine
-        from companion.folder import SampleFolder
-        from companion.pool import Pool
-        from companion.settings import Params
+        from companion.config.settings import Params
+        from companion.engine.engine import Engine
+        from companion.engine.pool import Pool
+        from companion.live import audio_device
+        from companion.output.folder import SampleFolder
         from tests import conftest_jack
 
         conftest_jack.SERVER = SERVER
         mido.set_backend("mido.backends.rtmidi/UNIX_JACK", load=True)
-        audio_out.rescan_devices()
+        audio_device.rescan_devices()
         torch.set_num_threads(1)
         engine = Engine(SampleFolder(work / "out"), params=Params(steps=3, pool_size=1))
         engine.load(args.model or tiny_model(work), device="cpu")
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         report({name: results[name] for name, _ in MODES}, args.seconds)
         engine.shutdown(10)
         recorder.close()
-        audio_out.terminate()
+        audio_device.terminate()
         return 0
     finally:
         server.terminate()

@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from companion.engine.model_files import load_backend  # noqa: E402
 from models import features, synth  # noqa: E402
-from models.backend import load_backend  # noqa: E402
 from models.generate import SamplingOptions, generate  # noqa: E402
 
 # seeds far from the training stream (the trainer's synth source uses seed 0, indices 0..)

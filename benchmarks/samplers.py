@@ -164,9 +164,9 @@ def load_model(args: argparse.Namespace) -> tuple[Denoiser, int, int, np.ndarray
     """(denoiser, channels, length, psd or None, description): the model's, else an analytic one."""
     if args.model:
         try:
-            from models.backend import load_backend
+            from companion.engine.model_files import load_backend
         except ImportError as exc:
-            print(f"note: models.backend is not available ({exc}); using the analytic {args.analytic} model")
+            print(f"note: the model loader is not available ({exc}); using the analytic {args.analytic} model")
         else:
             backend = load_backend(args.model)
             config = backend.config
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model",
-        help="model to load through models.backend: a path, a name or 'default' "
+        help="model to load through companion.engine.model_files: a path, a name or 'default' "
         "(without it: an analytic model)",
     )
     parser.add_argument(

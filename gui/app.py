@@ -1,7 +1,7 @@
 """Start the window: build the companion from the settings, start it behind the bridge, show the window.
 
 ``screenshot`` renders the main window offscreen to a PNG once every pad holds a freshly generated
-sample (or ``wait`` seconds have passed), then exits: the tests use it, and so does the README.
+sample (or ``wait`` seconds have passed), then exits: the tests use it, and docs/window.png was made with it.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def when(predicate: Callable[[], bool], then: Callable[[bool], None], timeout_s:
 
 def run(companion: Any, settings_file: Path | None = None, *, screenshot: Path | None = None,
         wait: float = 120.0, keep: dict[str, Any] | None = None) -> int:
-    """Run the window on ``companion`` (a :class:`companion.cmd_serve.Companion`) until it closes."""
+    """Run the window on ``companion`` (a :class:`companion.service.resident.Companion`) until it closes."""
     app = application(offscreen=screenshot is not None)
     bridge = Bridge(companion, settings_file, keep=keep)
     report_unexpected_errors(bridge)

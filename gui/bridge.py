@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from companion.jobs import JobEvent
-from companion.requests import GenerateRequest, LoadModelRequest, MorphRequest, VariationRequest
-from companion.settings import PARAM_KEYS, Settings, save_settings
+from companion.config.settings import PARAM_KEYS, Settings, save_settings
+from companion.engine.jobs import JobEvent
+from companion.engine.requests import GenerateRequest, LoadModelRequest, MorphRequest, VariationRequest
 from models.errors import DDError
 
 log = logging.getLogger("dd.gui")
@@ -78,7 +78,7 @@ def job_view(event: JobEvent) -> JobView:
 
 class Bridge(QObject):
     """See the module docstring. ``companion`` is a started or unstarted
-    :class:`companion.cmd_serve.Companion`; ``settings_file`` is where :meth:`save` writes."""
+    :class:`companion.service.resident.Companion`; ``settings_file`` is where :meth:`save` writes."""
 
     job_changed = Signal(object)  # JobView
     pad_changed = Signal(int)  # note: its sample or state changed

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from companion.cmd_models import describe_file
+from companion.engine.model_files import describe_file
 from gui.bridge import Bridge, JobView
 from gui.pad_grid import label
 from models.config import MAX_GUIDANCE

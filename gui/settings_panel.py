@@ -26,9 +26,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from companion.audio_out import AudioDeviceError, output_devices
-from companion.midi_in import VIRTUAL_NAME, MidiPortError, input_names
-from companion.padmap import MODIFIERS, PARAMS
+from companion.config.padmap import MODIFIERS, PARAMS
+from companion.live.audio_device import AudioDeviceError, output_devices
+from companion.live.midi_in import VIRTUAL_NAME, MidiPortError, input_names
 from gui.bridge import Bridge
 from gui.pad_grid import label
 from models.backend import BACKENDS

@@ -43,7 +43,7 @@ Stage 1's recipe, and why (Dance Diffusion's own values are in brackets):
   shared with other work, later ones at 0.78 steps/s with two threads on the idle machine).
 - recommended sampling, stored in the model: DPM++ 2M SDE x 30 on the karras schedule, the best Fréchet
   distance of the samplers measured on the final weights (dpmpp-2m x 10/20, v-iplms x 30,
-  dpmpp-2m-sde x 12/20/30; see the README). The shipped model (stage 3) recommends x 20 from sigma_k 10 with rho 12.
+  dpmpp-2m-sde x 12/20/30; see docs/default-model.md). The shipped model (stage 3) recommends x 20 from sigma_k 10 with rho 12.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ STAGE1_CONFIG = ModelConfig(
 )
 
 # What stage 2 recommends was measured on its final weights (benchmarks/quality.py, twelve per category,
-# dpmpp-2m-sde x 30; README, "The default model"): guidance 2 everywhere is the only setting measured that
+# dpmpp-2m-sde x 30; docs/default-model.md): guidance 2 everywhere is the only setting measured that
 # names at least 90% of the sounds right. The first release of stage 2 (4,000 steps, "dd-default-v2") was
 # measured the same way; "dd-default-v3" is the same network trained to step 7,600.
 STAGE2_CONFIG = replace(
@@ -93,7 +93,7 @@ DEFAULT_CONFIG = replace(
     STAGE2_CONFIG,
     name="dd-default-v4",
     guidance=1.0,
-    # measured after training (benchmarks/quality.py, twelve per category; README, "The default model"): with the
+    # measured after training (benchmarks/quality.py, twelve per category; docs/default-model.md): with the
     # karras ramp starting at sigma_k 10 instead of the companion's 200, 20 steps gave accuracy 92%, Frechet
     # 129.7 and diversity 40%, against 94% / 143.0 / 39% for the 30 steps from 200 recommended before (30 steps
     # from 10: 92% / 125.6 / 42%; 15 steps: 7.4x the floor; sigma_max 5: accuracy 83%); and with rho 12 instead

@@ -56,7 +56,7 @@ GATE_WINDOW_MS, GATE_HOP_MS, GATE_RELEASE_MS, GATE_RANGE_DB = 10.0, 1.0, 50.0, 9
 # sounds hold less than LOW_CUT_SHARE_DB of their energy (-30 dB: 0.1%; under DC_CUTOFF_HZ it is 0, the DC filter is
 # enough); the high cut the frequency above which all but 100 - HIGH_CUT_PERCENTILE % hold less than
 # HIGH_CUT_SHARE_DB (-40 dB: 0.01%; 0 when that is near Nyquist, over HIGH_CUT_NYQUIST of the sample rate).
-# Each rule is the most aggressive of those measured that leaves the synthesizer's own sounds alone (README)
+# Each rule is the most aggressive of those measured that leaves the synthesizer's own sounds alone (docs/generate.md, docs/default-model.md)
 LOW_CUT_SHARE_DB, LOW_CUT_PERCENTILE, LOW_CUT_MAX_HZ = -30.0, 5.0, 5000.0
 HIGH_CUT_SHARE_DB, HIGH_CUT_PERCENTILE, HIGH_CUT_MIN_HZ, HIGH_CUT_MAX_HZ = -40.0, 99.0, 500.0, 96000.0
 HIGH_CUT_NYQUIST = 0.45

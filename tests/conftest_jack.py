@@ -61,15 +61,15 @@ def jack_server():
         import mido
 
         mido.set_backend(MIDO_JACK, load=True)
-        from companion import audio_out
+        from companion.live import audio_device
 
-        audio_out.rescan_devices()  # PortAudio sees JACK only if it (re)starts after the server
+        audio_device.rescan_devices()  # PortAudio sees JACK only if it (re)starts after the server
         yield SERVER
     finally:
         try:
-            from companion import audio_out
+            from companion.live import audio_device
 
-            audio_out.terminate()  # before jackd goes away
+            audio_device.terminate()  # before jackd goes away
         except Exception:
             pass
         server.terminate()

@@ -31,15 +31,15 @@ def alsa_capture(tmp_path_factory):
     conf.write_text(ASOUND)
     saved = os.environ.get("ALSA_CONFIG_PATH")
     os.environ["ALSA_CONFIG_PATH"] = str(conf)
-    from companion import audio_out
+    from companion.live import audio_device
 
-    audio_out.rescan_devices()  # PortAudio reads the ALSA configuration when it starts
+    audio_device.rescan_devices()  # PortAudio reads the ALSA configuration when it starts
     yield conf
     if saved is None:
         os.environ.pop("ALSA_CONFIG_PATH", None)
     else:
         os.environ["ALSA_CONFIG_PATH"] = saved
-    audio_out.rescan_devices()
+    audio_device.rescan_devices()
 
 
 def play_and_capture(out, mixer, sound, capture):
@@ -59,8 +59,8 @@ def assert_heard_exactly(data, sound):
 
 
 def test_a_pad_sound_plays_bit_exact_on_the_named_device(alsa_capture, tmp_path, monkeypatch):
-    from companion.audio_out import AudioOut
-    from companion.mixer import Mixer
+    from companion.live.audio_out import AudioOut
+    from companion.live.mixer import Mixer
 
     capture = tmp_path / "capture.raw"
     monkeypatch.setenv("DD_CAPTURE_RAW", str(capture))  # alsa-lib reads it at every open
@@ -74,8 +74,9 @@ def test_a_pad_sound_plays_bit_exact_on_the_named_device(alsa_capture, tmp_path,
 
 
 def test_a_missing_device_is_a_clear_error_and_audio_stays_off(alsa_capture):
-    from companion.audio_out import AudioDeviceError, AudioOut
-    from companion.mixer import Mixer
+    from companion.live.audio_device import AudioDeviceError
+    from companion.live.audio_out import AudioOut
+    from companion.live.mixer import Mixer
 
     states = []
     out = AudioOut(lambda c, r: Mixer(c, r), "Focusrite 18i20", on_state=lambda s, d: states.append(s))
@@ -94,8 +95,8 @@ def test_a_missing_device_is_a_clear_error_and_audio_stays_off(alsa_capture):
 def test_the_audio_process_plays_bit_exact_too(alsa_capture, tmp_path, monkeypatch):
     import functools
 
-    from companion.audio_out import AudioOut
-    from companion.mixer import Mixer
+    from companion.live.audio_out import AudioOut
+    from companion.live.mixer import Mixer
 
     capture = tmp_path / "capture.raw"
     monkeypatch.setenv("DD_CAPTURE_RAW", str(capture))  # the audio process inherits it

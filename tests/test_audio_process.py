@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from companion.audio_out import AudioDeviceError, AudioOut
-from companion.mixer import Mixer, MixerError
-from companion.padrack import PadRack, PadSample
+from companion.live.audio_device import AudioDeviceError
+from companion.live.audio_out import AudioOut
+from companion.live.mixer import Mixer, MixerError
+from companion.live.padrack import PadRack, PadSample
 from tests.conftest_jack import PERIOD, RATE, wait_for
 
 pytest_plugins = ("tests.conftest_jack",)  # the jack_server and recorder fixtures
@@ -115,7 +116,7 @@ def rack(out):
 
 
 def test_a_pads_sample_is_heard_exactly_through_the_audio_process(out, rack, recorder):
-    from companion.audio_proc import MixerProxy
+    from companion.live.audio_proc import MixerProxy
 
     assert isinstance(out.mixer, MixerProxy) and out.pid not in (None, os.getpid())
     assert "in audio process" in out.describe() and out.running
@@ -280,7 +281,7 @@ class SecondServer:
 
 def test_audio_comes_back_by_itself_when_the_jack_server_starts_and_again_after_it_went_away(
         jack_server, monkeypatch):
-    from companion.live import LiveRig
+    from companion.live.rig import LiveRig
 
     server = SecondServer()
     monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)  # the audio process follows it; this one never
@@ -314,8 +315,9 @@ def test_audio_comes_back_by_itself_when_the_jack_server_starts_and_again_after_
 
 IN_PROCESS_SCRIPT = r"""
 import functools, sys, time
-from companion.audio_out import AudioDeviceError, AudioOut, terminate
-from companion.mixer import Mixer
+from companion.live.audio_device import AudioDeviceError, terminate
+from companion.live.audio_out import AudioOut
+from companion.live.mixer import Mixer
 states = []
 out = AudioOut(functools.partial(Mixer), "system", process=False, poll_interval=0.5,
                on_state=lambda state, detail: states.append(state))
@@ -363,8 +365,8 @@ def test_in_process_audio_also_comes_back_by_itself_when_the_jack_server_starts(
 ORPHAN_SCRIPT = r"""
 import functools, sys, time
 import numpy as np
-from companion.audio_out import AudioOut
-from companion.mixer import Mixer
+from companion.live.audio_out import AudioOut
+from companion.live.mixer import Mixer
 if __name__ == "__main__":
     out = AudioOut(functools.partial(Mixer), "system", process=True)
     mixer = out.open()

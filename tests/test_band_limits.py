@@ -220,7 +220,7 @@ def test_the_band_is_measured_on_a_folder_and_kept_for_categories_it_lacks(tmp_p
 
 
 def test_a_training_run_measures_the_band_of_its_data_and_exports_it(tmp_path, capsys):
-    from companion.cli import main
+    from companion.cli.main import main
     from models.checkpoints import load_weights
     from tests.reference_nets import save_tiny
 
@@ -244,7 +244,7 @@ def test_a_training_run_measures_the_band_of_its_data_and_exports_it(tmp_path, c
 
 
 def test_cli_generate_applies_the_band_unless_told_not_to_and_records_it(tmp_path, capsys):
-    from companion.cli import main
+    from companion.cli.main import main
     from tests.reference_nets import save_tiny
 
     path = save_tiny(tmp_path / "g.safetensors", low_cut_hz=(0.0, 0.0, 2000.0), high_cut_hz=(0.0, 0.0, 6000.0))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from companion.cli import main
-from companion.cmd_models import describe_file
+from companion.cli.main import main
+from companion.engine.model_files import describe_file
 from models.registry import DEFAULT_MODEL, DEFAULT_ONNX
 
 

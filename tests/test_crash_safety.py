@@ -23,14 +23,14 @@ from tests.test_serve_osc import REPO, _start_serve
 WAIT = 60.0
 SLOW_WRITER = """
 import sys, time
-import companion.folder as folder
+import companion.output.folder as folder
 real = folder._write_all
 def slow(f, data):
     real(f, data)
     f.flush()
     time.sleep(0.3)
 folder._write_all = slow
-from companion.cli import main
+from companion.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

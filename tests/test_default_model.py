@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.backend import load_backend
+from companion.engine.model_files import load_backend
 from models.features import spectral_centroid
 from models.generate import SamplingOptions, generate
 from models.registry import DEFAULT_MODEL
@@ -147,7 +147,7 @@ def test_its_synths_start_from_silence_and_its_drums_keep_their_attack(backend, 
 
 def test_it_recommends_the_sampling_it_was_measured_with(backend):
     config = backend.config
-    # benchmarks/quality.py on the final weights (README, "The default model")
+    # benchmarks/quality.py on the final weights (docs/default-model.md)
     assert (config.sampler, config.steps) == RECOMMENDED[:2]
     assert (config.guidance, config.guidance_interval, config.sigma_max, config.rho,
             config.tail_gate_db) == RECOMMENDED[2:]

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from companion.cli import main
+from companion.cli.main import main
 from models.checkpoints import load_weights, read_own_metadata, save_model
 from models.datasets import SynthSource
 from models.errors import ConfigError

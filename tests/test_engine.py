@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import companion.folder as folder_mod
-from companion.engine import Engine
-from companion.folder import DiskFullError, FolderUnwritableError, SampleFolder
-from companion.requests import (
+import companion.output.folder as folder_mod
+from companion.config.settings import Params, SettingsError
+from companion.engine.engine import Engine
+from companion.engine.model_files import load_backend
+from companion.engine.requests import (
     BusyError,
     GenerateRequest,
     LoadModelRequest,
@@ -28,9 +29,8 @@ from companion.requests import (
     UnknownJobError,
     VariationRequest,
 )
-from companion.settings import Params, SettingsError
+from companion.output.folder import DiskFullError, FolderUnwritableError, SampleFolder
 from models.audio_io import AudioFileError
-from models.backend import load_backend
 from models.errors import CheckpointError
 from models.samplers import Cancelled
 from tests.reference_nets import save_tiny

@@ -261,7 +261,7 @@ def test_generation_and_variation_apply_the_tail_gate():
 def test_cli_generate_takes_the_tail_gate_and_writes_it_in_the_recipe(tmp_path, capsys):
     import json
 
-    from companion.cli import main
+    from companion.cli.main import main
     from tests.reference_nets import save_tiny
 
     path = save_tiny(tmp_path / "g.safetensors", tail_gate_db=-30.0)
@@ -301,8 +301,8 @@ def test_cli_morph_gets_the_tail_gate_its_recipe_records(tmp_path, monkeypatch):
 
     import soundfile as sf
 
-    import companion.cmd_generate as cmd_generate
-    from companion.cli import main
+    import companion.cli.generate as cmd_generate
+    from companion.cli.main import main
     from tests.reference_nets import save_tiny
 
     given = []

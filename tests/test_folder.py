@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import companion.folder as folder_mod
-from companion import wavfile
-from companion.folder import (
+import companion.output.folder as folder_mod
+from companion.output import wavfile
+from companion.output.folder import (
     DiskFullError,
     FolderUnwritableError,
     OutputError,
@@ -34,7 +34,7 @@ from companion.folder import (
     category_slug,
     default_output_folder,
 )
-from companion.wavfile import WavError
+from companion.output.wavfile import WavError
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = {
@@ -274,7 +274,7 @@ CRASH_CHILD = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    import companion.folder as folder
+    import companion.output.folder as folder
 
     real, calls = folder._write_all, []
     def slow(f, data):

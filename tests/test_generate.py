@@ -103,7 +103,7 @@ def test_the_models_recommended_sampler_and_steps_apply_when_nothing_is_chosen()
 def test_the_models_sigma_max_applies_unless_one_is_chosen_and_changes_the_sound(tmp_path):
     import torch
 
-    from models.backend import load_backend
+    from companion.engine.model_files import load_backend
     from models.checkpoints import save_model
     from models.config import ModelConfig
     from models.network import DiffusionAttnUnet1D
@@ -154,7 +154,7 @@ def test_the_models_rho_applies_unless_one_is_chosen():
 def test_a_model_with_a_recommendation_generates_with_it(tmp_path):
     import torch
 
-    from models.backend import load_backend
+    from companion.engine.model_files import load_backend
     from models.checkpoints import save_model
     from models.network import DiffusionAttnUnet1D
     from tests.reference_nets import tiny_config

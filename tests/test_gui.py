@@ -23,8 +23,8 @@ pytest.importorskip("PySide6", reason="the window needs PySide6 (pip install pys
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
 
-from companion.cmd_serve import Companion  # noqa: E402
-from companion.settings import Settings, load_settings  # noqa: E402
+from companion.config.settings import Settings, load_settings  # noqa: E402
+from companion.service.resident import Companion  # noqa: E402
 from gui import pad_grid  # noqa: E402
 from gui.bridge import Bridge  # noqa: E402
 from gui.waveform import peaks  # noqa: E402

@@ -16,8 +16,8 @@ pytest.importorskip("PySide6", reason="the window needs PySide6 (pip install pys
 
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 
-from companion.cmd_serve import Companion  # noqa: E402
-from companion.settings import Settings  # noqa: E402
+from companion.config.settings import Settings  # noqa: E402
+from companion.service.resident import Companion  # noqa: E402
 from gui.bridge import Bridge  # noqa: E402
 from gui.window import MainWindow  # noqa: E402
 from models.audio_io import load_audio  # noqa: E402
@@ -170,7 +170,7 @@ def test_midi_learn_from_the_settings_panel_binds_the_next_cc(jwindow, qtbot):
     assert jwindow.bridge.rack.config["modifiers"]["variation"] == {"type": "cc", "number": 21}
     jwindow.send(mido.Message("control_change", control=21, value=0, channel=9))  # let go of the modifier
     panel.save_button.click()
-    from companion.settings import load_settings
+    from companion.config.settings import load_settings
 
     saved = load_settings(jwindow.bridge.settings_file, must_exist=True)
     assert saved.pads["modifiers"]["variation"] == {"type": "cc", "number": 21}  # it survives a restart

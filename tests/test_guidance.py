@@ -9,9 +9,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from companion.cli import main
+from companion.cli.main import main
+from companion.engine.model_files import load_backend
 from export.onnx_export import export_onnx
-from models.backend import load_backend
 from models.checkpoints import load_weights, read_own_metadata, save_model
 from models.errors import ConfigError
 from models.generate import SamplingOptions, generate, guided, variation

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from companion.engine import Engine
-from companion.folder import SampleFolder
-from companion.live import attach_live
-from companion.pool import Pool
-from companion.settings import Params
+from companion.config.settings import Params
+from companion.engine.engine import Engine
+from companion.engine.pool import Pool
+from companion.live.rig import attach_live
+from companion.output.folder import SampleFolder
 from models.checkpoints import save_model
 from models.network import DiffusionAttnUnet1D
 from tests.conftest_jack import PERIOD, RATE, matching, onset, wait_for
@@ -239,7 +239,7 @@ def test_lock_seed_keeps_the_sound_and_a_knob_rerenders_it_with_the_same_seed(ri
 def test_an_unplugged_midi_controller_is_reported_and_reconnected(jack_server):
     import mido
 
-    from companion.midi_in import MidiInput
+    from companion.live.midi_in import MidiInput
 
     states = []
     controller = mido.open_output("DD Test Pads", virtual=True)
@@ -263,7 +263,7 @@ def test_an_unplugged_midi_controller_is_reported_and_reconnected(jack_server):
 def test_velocity_zero_is_a_note_off_and_the_channel_filter_applies():
     import mido
 
-    from companion.midi_in import MidiInput
+    from companion.live.midi_in import MidiInput
 
     got = []
     midi = MidiInput("x", got.append, channel=9)
@@ -274,7 +274,7 @@ def test_velocity_zero_is_a_note_off_and_the_channel_filter_applies():
 
 
 def test_a_missing_midi_port_waits_without_failing(jack_server):
-    from companion.midi_in import MidiInput
+    from companion.live.midi_in import MidiInput
 
     midi = MidiInput("No Such Controller", lambda m: None, poll_interval=0.1)
     midi.start()
@@ -285,8 +285,9 @@ def test_a_missing_midi_port_waits_without_failing(jack_server):
 
 
 def test_a_sample_rate_jack_does_not_run_is_refused_clearly(jack_server):
-    from companion.audio_out import AudioDeviceError, AudioOut
-    from companion.mixer import Mixer
+    from companion.live.audio_device import AudioDeviceError
+    from companion.live.audio_out import AudioOut
+    from companion.live.mixer import Mixer
 
     out = AudioOut(lambda c, r: Mixer(c, r), "system", rate=44100)
     with pytest.raises(AudioDeviceError, match="44100 Hz"):

@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from companion.mixer import Mixer, MixerError, group_mask
+from companion.live.mixer import Mixer, MixerError, group_mask
 
 RATE = 48000
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from companion.cli import main as cli_main
+from companion.cli.main import main as cli_main
 from export.onnx_export import (
     ExportError,
     FixedResample1d,

@@ -115,7 +115,7 @@ def _folder(root, per: int = 8):
 
 
 def test_a_training_run_measures_the_onsets_of_its_data_and_exports_them(tmp_path, capsys):
-    from companion.cli import main
+    from companion.cli.main import main
     from models.checkpoints import load_weights
     from tests.reference_nets import save_tiny
 

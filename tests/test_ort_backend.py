@@ -15,10 +15,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from companion.engine.model_files import load_backend
 from export import providers
 from export.onnx_export import export_onnx
 from export.ort_backend import OrtBackend, config_from_metadata
-from models.backend import load_backend
 from models.errors import CheckpointError, ConfigError, LengthError
 from models.generate import SamplingOptions, generate
 from models.network import DiffusionAttnUnet1D
@@ -169,7 +169,7 @@ WITHOUT_TORCH = """
 import json, sys
 for name in ("torch", "onnx", "onnxscript"):
     sys.modules[name] = None
-from companion.cli import main
+from companion.cli.main import main
 code = main(sys.argv[1:])
 loaded = sorted(m for m, mod in sys.modules.items() if mod is not None and m.split(".")[0] in ("torch", "onnx"))
 print("LOADED=" + json.dumps(loaded))

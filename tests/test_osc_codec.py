@@ -295,7 +295,7 @@ def test_table_is_consistent():
 
 
 def test_the_settings_table_matches_the_engines_live_parameters():
-    from companion.settings import PARAM_KEYS, SPECS
+    from companion.config.settings import PARAM_KEYS, SPECS
     from models.config import MAX_GUIDANCE
 
     assert set(PARAMS) == set(PARAM_KEYS)

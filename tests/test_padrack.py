@@ -8,9 +8,9 @@ import mido
 import numpy as np
 import pytest
 
-from companion.mixer import Mixer
-from companion.padmap import PadMapError, check_config
-from companion.padrack import PadRack, PadSample
+from companion.config.padmap import PadMapError, check_config
+from companion.live.mixer import Mixer
+from companion.live.padrack import PadRack, PadSample
 
 
 class FakeEngine:

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from companion.engine import Engine
-from companion.folder import SampleFolder
-from companion.pool import Pool
-from companion.requests import GenerateRequest, LoadModelRequest
-from companion.settings import Params
-from models.backend import load_backend
+from companion.config.settings import Params
+from companion.engine.engine import Engine
+from companion.engine.model_files import load_backend
+from companion.engine.pool import Pool
+from companion.engine.requests import GenerateRequest, LoadModelRequest
+from companion.output.folder import SampleFolder
 from tests.reference_nets import save_tiny
 from tests.test_engine import SlowBackend
 

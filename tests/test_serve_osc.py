@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-import companion.folder as folder_mod
-from companion.cmd_serve import Companion
-from companion.requests import GenerateRequest
-from companion.settings import Settings
-from companion.wavfile import read_recipe
+import companion.output.folder as folder_mod
+from companion.config.settings import Settings
+from companion.engine.requests import GenerateRequest
+from companion.output.wavfile import read_recipe
+from companion.service.resident import Companion
 from osc_protocol.client import OscClient
 from tests.reference_nets import save_tiny
 
@@ -348,7 +348,7 @@ def test_auto_fill_keeps_at_most_m_files_per_category(serve):
 
 
 def test_dd_companion_send_wraps_the_client(serve, capsys):
-    from companion.cli import build_parser
+    from companion.cli.main import build_parser
 
     def main(argv):  # cli.main without its logging set-up (which would outlive capsys)
         args = build_parser().parse_args(argv)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import mido
 import pytest
 
-from companion.cmd_serve import Companion
-from companion.padmap import default_config
-from companion.settings import Settings, load_settings, save_settings
+from companion.config.padmap import default_config
+from companion.config.settings import Settings, load_settings, save_settings
+from companion.service.resident import Companion
 
 NO_AUDIO, NO_MIDI = "No Such Audio Device", "No Such Controller"
 

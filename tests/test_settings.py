@@ -8,11 +8,18 @@ import json
 import pytest
 import tomllib
 
-from companion import cmd_serve
-from companion import settings as settings_mod
-from companion.cli import build_parser
-from companion.padmap import default_config
-from companion.settings import Settings, SettingsError, check_setting, load_settings, save_settings, to_toml
+from companion.cli import serve as cmd_serve
+from companion.cli.main import build_parser
+from companion.config import settings as settings_mod
+from companion.config.padmap import default_config
+from companion.config.settings import (
+    Settings,
+    SettingsError,
+    check_setting,
+    load_settings,
+    save_settings,
+    to_toml,
+)
 
 
 def serve_args(*argv):

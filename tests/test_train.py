@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from companion.cli import main
+from companion.cli.main import main
 from models.checkpoints import load_weights, safe_torch_load, save_model
 from models.datasets import AudioSource, DatasetError, SynthSource, open_source
 from models.errors import ConfigError, DDError
@@ -317,7 +317,7 @@ def test_default_recipe_runs_its_three_stages_in_order(tmp_path, monkeypatch):
     """Each stage until its model exists and its run is finished, then the next from that model."""
     import argparse
 
-    from companion import cmd_train
+    from companion.cli import train as cmd_train
     from models.default_recipe import (
         DEFAULT_CONFIG,
         DEFAULT_RECIPE,
@@ -374,7 +374,7 @@ def test_an_extended_recipe_resumes_its_finished_run(tmp_path, monkeypatch, caps
     """A recipe given more steps (and a later lr drop) continues its finished run from the checkpoint."""
     from dataclasses import replace
 
-    from companion import cmd_train
+    from companion.cli import train as cmd_train
 
     run_dir, export = tmp_path / "runs" / "default", tmp_path / "runs" / "default" / "v1.safetensors"
     monkeypatch.setattr(cmd_train, "STAGE1_RUN_DIR", str(run_dir))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from companion import wavfile
-from companion.wavfile import AcidInfo, WavError
+from companion.output import wavfile
+from companion.output.wavfile import AcidInfo, WavError
 from models.errors import DDError
 
 SFC_GET_LOOP_INFO = 0x10E0  # libsndfile's command for the parsed acid chunk

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from models.errors import DDError
+from companion.engine.model_files import describe_file
 from models.known_models import KNOWN_MODELS
 from models.registry import installed_models, user_models_dir
 
@@ -15,39 +14,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list installed and known models")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=run)
-
-
-def _config_facts(config: dict, default_name: str) -> dict:
-    """The listing's facts from a model config's JSON object."""
-    rate, size = config.get("sample_rate"), config.get("sample_size")
-    return dict(name=config.get("name", default_name), sample_rate=rate,
-                seconds=round(size / rate, 3) if size and rate else None, categories=config.get("categories", []),
-                notes=config.get("notes", ""), license=config.get("license", ""))
-
-
-def describe_file(path: Path) -> dict:
-    """Metadata of an installed model without building its network."""
-    info: dict = {"path": str(path), "name": path.stem if path.is_file() else path.name}
-    try:
-        if path.suffix == ".safetensors":
-            from models.checkpoints import read_own_metadata
-
-            info.update(_config_facts(json.loads(read_own_metadata(path).get("config", "{}")), info["name"]),
-                        format="dd-companion")
-        elif path.suffix == ".onnx":
-            info.update(format="onnx")
-            try:
-                from export.ort_backend import read_metadata
-            except ImportError:  # no ONNX Runtime installed: the file is listed without its metadata
-                return info
-            info.update(_config_facts(json.loads(read_metadata(path).get("config", "{}")), info["name"]))
-        elif path.is_dir():
-            info.update(format="diffusers")
-        else:
-            info.update(format="harmonai-ckpt")
-    except (DDError, OSError, ValueError, KeyError) as exc:
-        info.update(error=str(exc))
-    return info
 
 
 def run(args: argparse.Namespace) -> int:

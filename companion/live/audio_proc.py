@@ -2,8 +2,8 @@
 
 The engine's threads (NumPy sampler, torch or ONNX Runtime, the file writer) hold this process's GIL
 for long stretches; an audio callback in this process has to wait for it and the device underruns.
-:class:`AudioProcess` starts a child with the "spawn" method (:mod:`companion.audio_child`: numpy,
-sounddevice and the mixer only) that owns the stream and the real :class:`~companion.mixer.Mixer`.
+:class:`AudioProcess` starts a child with the "spawn" method (:mod:`companion.live.audio_child`: numpy,
+sounddevice and the mixer only) that owns the stream and the real :class:`~companion.live.mixer.Mixer`.
 
 - Samples travel through shared memory, one block per sample: the block is written here, the child
   maps it (read-only) and answers "mapped", and then the name is unlinked at once, so nothing is
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from companion.audio_out import AudioDeviceError
-from companion.mixer import MixerError, check_gain, check_voice
+from companion.live.audio_device import AudioDeviceError
+from companion.live.mixer import MixerError, check_gain, check_voice
 
 log = logging.getLogger("dd.audio")
 
@@ -113,7 +113,7 @@ class AudioProcess:
         """Start the child and wait until it has the device open: its description. AudioDeviceError
         when it reports a device problem (``alive`` stays True if it waits for the device);
         AudioSpawnError when no child could be started."""
-        from companion import audio_child
+        from companion.live import audio_child
 
         ctx = multiprocessing.get_context("spawn")
         try:

@@ -1,4 +1,4 @@
-"""The audio process itself (started by :class:`companion.audio_proc.AudioProcess` with "spawn").
+"""The audio process itself (started by :class:`companion.live.audio_proc.AudioProcess` with "spawn").
 
 It imports numpy, sounddevice and the mixer, nothing of the engine. Its main thread forwards
 commands from the parent's pipe into the mixer's lock-free ring (the mixer's producer side) and
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from companion.audio_out import RETRY_KINDS, AudioDeviceError, open_stream, rescan_devices
+from companion.live.audio_device import RETRY_KINDS, AudioDeviceError, open_stream, rescan_devices
 
-STATS_FORMAT = "<8q"  # as companion.audio_proc.STATS_FORMAT
+STATS_FORMAT = "<8q"  # as companion.live.audio_proc.STATS_FORMAT
 TICK_S = 0.02  # counters refresh and device checks while a stream runs
 IDLE_TICK_S = 0.25
 STALL_S = 2.0  # a running stream whose callback has not run for this long has lost its device

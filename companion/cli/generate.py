@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from companion.folder import SampleFolder
+from companion.engine.model_files import load_backend
+from companion.output.folder import SampleFolder
 from models.audio_io import load_audio
-from models.backend import BACKENDS, load_backend
+from models.backend import BACKENDS
 from models.errors import ConfigError
 from models.generate import SamplingOptions, applied_band, check_seed, generate, morph, random_seed, variation
 from models.samplers import DEFAULT_SAMPLER, SAMPLERS

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from companion.settings import load_settings
+from companion.config.settings import load_settings
 from models.errors import DDError
 from osc_protocol.client import send_command
 from osc_protocol.table import DEFAULT_PORT

@@ -15,12 +15,13 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from companion.audio_out import AudioDeviceError, AudioOut
-from companion.engine import Engine
-from companion.folder import SampleFolder
-from companion.midi_in import VIRTUAL_NAME, MidiInput
-from companion.mixer import Mixer
-from companion.padrack import PadRack
+from companion.engine.engine import Engine
+from companion.live.audio_device import AudioDeviceError
+from companion.live.audio_out import AudioOut
+from companion.live.midi_in import VIRTUAL_NAME, MidiInput
+from companion.live.mixer import Mixer
+from companion.live.padrack import PadRack
+from companion.output.folder import SampleFolder
 from models.errors import DDError
 
 log = logging.getLogger("dd.live")

@@ -1,12 +1,12 @@
 """The resident engine: one worker thread owns the model; everyone else submits requests.
 
-``submit`` checks a request in the caller's thread (:func:`companion.validate.prepare`), answers it
+``submit`` checks a request in the caller's thread (:func:`companion.engine.validate.prepare`), answers it
 from the pre-render pool when it can, and queues the rest. The worker renders items in batches in
 priority order; a background refill yields at its next step when a live job arrives. Finished audio
 goes to one writer thread (so the worker never waits on the disk), which writes the watched folder.
 Model loads run in a loader thread and are swapped in by the worker between batches; a failed load
 leaves the running model untouched. Results come back through ``Job.future`` and as
-:class:`~companion.jobs.JobEvent` s to the job's listener and to every global listener (called from
+:class:`~companion.engine.jobs.JobEvent` s to the job's listener and to every global listener (called from
 the engine's threads: they must be quick and must not block).
 """
 
@@ -17,15 +17,15 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from companion.folder import SampleFolder
-from companion.jobbook import JobBook
-from companion.jobs import (
+from companion.config.settings import Params
+from companion.engine.jobbook import JobBook
+from companion.engine.jobs import (
     RENDERED,
     WRITTEN,
     Batch,
@@ -34,22 +34,38 @@ from companion.jobs import (
     JobEvent,
     JobQueue,
     Listener,
+    PooledSample,
 )
-from companion.render import render, write_item
-from companion.requests import BusyError, ModelFacts, Request
-from companion.settings import Params
-from companion.validate import check_param, param_value, prepare
-from models.backend import Backend, load_backend
+from companion.engine.model_files import load_backend
+from companion.engine.render import render, write_item
+from companion.engine.requests import BusyError, ModelFacts, Request
+from companion.engine.validate import check_param, param_value, prepare
+from companion.output.folder import SampleFolder
+from models.backend import Backend
 from models.errors import CheckpointError, DDError
 from models.samplers import Cancelled
-
-if TYPE_CHECKING:
-    from companion.pool import Pool
 
 log = logging.getLogger("dd.engine")
 
 Loader = Callable[..., Backend]
 PROGRESS_INTERVAL = 0.05  # at most 20 progress events per job and second
+
+
+class Stock(Protocol):
+    """What the engine asks of a pre-render pool (:class:`companion.engine.pool.Pool` is the one): ready
+    samples by pool key, and word of what changes them. The pool depends on the engine, not the reverse."""
+
+    def take(self, key: tuple[Any, ...], n: int) -> list[PooledSample]: ...
+
+    def give_back(self, samples: Sequence[PooledSample]) -> None: ...
+
+    def note_use(self, category: str | None) -> None: ...
+
+    def params_changed(self, name: str) -> None: ...
+
+    def model_changed(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class InternalError(DDError):
@@ -67,13 +83,13 @@ class EngineStatus:
 
 
 class Engine(JobBook):
-    """See the module docstring. ``loader`` defaults to :func:`models.backend.load_backend`."""
+    """See the module docstring. ``loader`` defaults to :func:`companion.engine.model_files.load_backend`."""
 
     def __init__(self, folder: SampleFolder, *, params: Params | None = None, queue_limit: int = 16,
                  loader: Loader = load_backend) -> None:
         super().__init__(queue_limit)
         self.folder = folder
-        self.pool: Pool | None = None  # a Pool attaches itself here
+        self.pool: Stock | None = None  # a Pool attaches itself here
         self._params = params or Params()
         self._loader = loader
         self._ids = itertools.count()

@@ -2,7 +2,7 @@
 
 Everything is a plain dict of strings, ints, floats and lists (JSON/TOML-friendly, the same shape
 the settings file holds). The default is the 4×4 grid on notes 36–51 with the General MIDI drum
-meanings of :data:`companion.pads.DEFAULT_PAD_MAP`; the open hat (46) is in choke group 1 and the
+meanings of :data:`companion.config.pads.DEFAULT_PAD_MAP`; the open hat (46) is in choke group 1 and the
 closed and pedal hats (42, 44) cut it. Errors name the bad key or value and what is allowed.
 """
 
@@ -12,7 +12,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from companion.pads import DEFAULT_PAD_MAP
+from companion.config.pads import DEFAULT_PAD_MAP
 from models.errors import DDError
 
 BEHAVIOURS = ("new", "keep")  # a new sample on every hit | audition, then keep the sample
@@ -52,7 +52,7 @@ def default_config() -> dict[str, Any]:
             {"type": "cc", "number": 105, "param": "steps", "low": 4, "high": 100},
             {"type": "cc", "number": 106, "param": "strength", "low": 0.05, "high": 1.0},
             {"type": "cc", "number": 107, "param": "seconds", "low": 0.1, "high": 2.0},
-            # 1 (none) to 5: past that, sounds of a small model over-shoot (see README, "The default model")
+            # 1 (none) to 5: past that, sounds of a small model over-shoot (see docs/default-model.md)
             {"type": "cc", "number": 108, "param": "guidance", "low": 1.0, "high": 5.0},
         ],
         "kits": [],  # program change n selects kits[n]: {"name": str, "pads": {note: category}, "model": str}

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from companion.folder import SampleFolder
-from companion.jobs import Item, Job
-from companion.requests import ModelFacts
+from companion.engine.jobs import Item, Job
+from companion.engine.requests import ModelFacts
+from companion.output.folder import SampleFolder
 from models.audio_io import load_audio
 from models.backend import Backend
 from models.generate import applied_band, generate, morph, variation

@@ -1,6 +1,6 @@
 """What can be asked of the engine: the requests, the plans they become, and the errors that refuse them.
 
-Every request is a frozen dataclass. :func:`companion.validate.prepare` checks one against the loaded
+Every request is a frozen dataclass. :func:`companion.engine.validate.prepare` checks one against the loaded
 model (:class:`ModelFacts`) and the live parameters in the caller's thread and returns a :class:`Plan`
 with every default filled in, or raises one of the errors below, whose ``code`` is the error code the
 OSC protocol sends. So a bad request never reaches the worker.

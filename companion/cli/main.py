@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from models.errors import DDError
 
 COMMANDS = (
-    "companion.cmd_generate",
-    "companion.cmd_models",
-    "companion.cmd_export",
-    "companion.cmd_train",
-    "companion.cmd_serve",
-    "companion.cmd_send",
-    "companion.cmd_devices",
-    "companion.cmd_gui",
+    "companion.cli.generate",
+    "companion.cli.models",
+    "companion.cli.export",
+    "companion.cli.train",
+    "companion.cli.serve",
+    "companion.cli.send",
+    "companion.cli.devices",
+    "companion.cli.gui",
 )
 
 

@@ -1,6 +1,6 @@
 """The engine's book of jobs: the queue, how a job ends (done, error, cancelled), and who is told.
 
-:class:`JobBook` is the base of :class:`companion.engine.Engine`; it holds the state every engine
+:class:`JobBook` is the base of :class:`companion.engine.engine.Engine`; it holds the state every engine
 thread shares under one lock (the queue, the model being loaded, recent results, the listeners) and
 the only code that ends a job, so a job ends exactly once and its future and its events agree.
 """
@@ -13,8 +13,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from companion.jobs import RENDERED, RUNNING, Job, JobEvent, JobQueue, JobResult, Listener
-from companion.requests import ModelFacts, NotFoundError, Plan, UnknownJobError
+from companion.engine.jobs import RENDERED, RUNNING, Job, JobEvent, JobQueue, JobResult, Listener
+from companion.engine.requests import ModelFacts, NotFoundError, Plan, UnknownJobError
 from models.errors import DDError
 from models.samplers import Cancelled
 

@@ -10,7 +10,7 @@ NumPy array (it works in preallocated scratch arrays), never waits and never doe
 makes small int/float objects in the callback; that is the GIL's business, not a buffer allocation.
 
 Buffers are float32 ``[frames, channels]`` at the device rate with the device's channel count;
-resampling happens before they get here (:mod:`companion.padrack`), never in the callback.
+resampling happens before they get here (:mod:`companion.live.padrack`), never in the callback.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Mixer:
             return self._push(PLAY, handle, gain, group, int(cuts), pad)
 
     def load(self, buffer: np.ndarray) -> bool:
-        """Get ``buffer`` ready to play (here: only checked; a :class:`~companion.audio_proc.MixerProxy`
+        """Get ``buffer`` ready to play (here: only checked; a :class:`~companion.live.audio_proc.MixerProxy`
         shares it with the audio process ahead of its first hit)."""
         check_voice(buffer, self.channels, 1.0, 0)
         return True

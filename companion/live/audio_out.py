@@ -1,6 +1,6 @@
 """The audio output: one persistent ``sounddevice.OutputStream`` whose callback runs the mixer.
 
-By default for the live rig the stream runs in a separate audio process (:mod:`companion.audio_proc`):
+By default for the live rig the stream runs in a separate audio process (:mod:`companion.live.audio_proc`):
 there the PortAudio callback never waits for this process's GIL, which the engine's threads hold
 while they generate. ``AudioOut(..., process=False)`` keeps the stream in this process (the GUI tests
 do; it is also the fallback when the audio process cannot be started at all).
@@ -22,128 +22,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from companion.mixer import Mixer
-from models.errors import DDError
+from companion.live.audio_device import (
+    RETRY_KINDS,
+    AudioDeviceError,
+    OutputDevice,
+    find_output_device,
+    open_stream,
+    rescan_devices,
+)
+from companion.live.mixer import Mixer
 
 log = logging.getLogger("dd.audio")
 
 POLL_S = 2.0  # how often a missing device is looked for
-RETRY_KINDS = frozenset({"missing", "failed", "vanished", "crashed"})  # errors that may go away by themselves
 MAX_BACKOFF_S = 30.0  # restarts of an audio process that keeps dying slow down to this
-
-
-class AudioDeviceError(DDError):
-    """An audio device that is missing, busy, or refuses the sample rate; or no PortAudio at all.
-    ``kind``: unavailable, missing, refused, failed (cannot open), vanished, crashed (audio process)."""
-
-    code = "audio_device"
-
-    def __init__(self, message: str, kind: str = "failed") -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-@dataclass(frozen=True)
-class OutputDevice:
-    index: int
-    name: str
-    hostapi: str
-    channels: int
-    default_rate: float
-
-    def label(self) -> str:
-        return f"{self.name} ({self.hostapi}, {self.channels} ch, {self.default_rate:g} Hz)"
-
-
-def _sd() -> Any:
-    try:
-        import sounddevice
-    except OSError as exc:  # "PortAudio library not found"
-        raise AudioDeviceError(f"audio output is unavailable: {exc} (install PortAudio, e.g. "
-                               "apt-get install libportaudio2)", "unavailable") from None
-    return sounddevice
 
 
 _here_lock = threading.Lock()
 _streams_here = 0  # streams open in this process: PortAudio must not be restarted under them
-
-
-def rescan_devices() -> None:
-    """Restart PortAudio so that devices plugged in (or a JACK server started) since are seen.
-    Only call it while this process has no stream open."""
-    sd = _sd()
-    sd._terminate()
-    sd._initialize()
-
-
-def terminate() -> None:
-    """Shut PortAudio down (before stopping a JACK server it uses)."""
-    sd = _sd()
-    sd._terminate()
-
-
-def output_devices() -> list[OutputDevice]:
-    """Every device with output channels, as PortAudio lists them now."""
-    sd = _sd()
-    apis = sd.query_hostapis()
-    return [OutputDevice(i, d["name"], apis[d["hostapi"]]["name"], d["max_output_channels"],
-                         d["default_samplerate"])
-            for i, d in enumerate(sd.query_devices()) if d["max_output_channels"] > 0]
-
-
-def find_output_device(name: str | None) -> OutputDevice:
-    """The device called ``name`` (exact, then case-insensitive prefix, then substring); the default
-    output device when ``name`` is None or empty."""
-    devices = output_devices()
-    if not devices:
-        raise AudioDeviceError("no audio output device is available", "missing")
-    if not name:
-        default = _sd().default.device[1]
-        for device in devices:
-            if device.index == default:
-                return device
-        return devices[0]
-    low = name.lower()
-    for match in (lambda d: d.name == name, lambda d: d.name.lower().startswith(low), lambda d: low in d.name.lower()):
-        found = [d for d in devices if match(d)]
-        if found:
-            return found[0]
-    raise AudioDeviceError(f"audio device '{name}' not found; output devices: "
-                           + "; ".join(d.label() for d in devices), "missing")
-
-
-def open_stream(device_name: str | None, rate: int | None, blocksize: int, latency: float | str,
-                mixer_factory: Callable[[int, int], Mixer],
-                finished: Callable[[], None]) -> tuple[Any, Mixer, OutputDevice]:
-    """Find the device, check the rate, build the mixer and start a stream whose callback runs it
-    (here, or in the audio process: both use this). AudioDeviceError names what went wrong."""
-    sd = _sd()
-    device = find_output_device(device_name)
-    rate = int(rate or device.default_rate)
-    channels = min(2, device.channels)
-    try:
-        sd.check_output_settings(device=device.index, channels=channels, dtype="float32", samplerate=rate)
-    except Exception as exc:  # sounddevice raises PortAudioError or ValueError
-        raise AudioDeviceError(f"audio device '{device.name}' refuses {rate} Hz, {channels} channel(s) float32: "
-                               f"{exc}; its default rate is {device.default_rate:g} Hz", "refused") from None
-    mixer = mixer_factory(channels, rate)
-    stream = None
-    try:
-        stream = sd.OutputStream(device=device.index, samplerate=rate, channels=channels, dtype="float32",
-                                 blocksize=blocksize, latency=latency, callback=_callback(mixer),
-                                 finished_callback=finished)
-        stream.start()
-    except Exception as exc:
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception:
-                pass
-        raise AudioDeviceError(f"cannot open audio device '{device.name}' at {rate} Hz: {exc}", "failed") from None
-    return stream, mixer, device
 
 
 class AudioOut:
@@ -151,7 +49,7 @@ class AudioOut:
     default) at ``rate`` (None: the device's default rate). ``on_state(state, detail)`` hears "open",
     "closed" and "error" (from any thread). ``process``: run the stream in the audio process (the
     factory must then be picklable, e.g. ``functools.partial(Mixer, polyphony=16)``; :attr:`mixer` is
-    a :class:`companion.audio_proc.MixerProxy`). ``auto_reopen``: look for a missing or vanished
+    a :class:`companion.live.audio_proc.MixerProxy`). ``auto_reopen``: look for a missing or vanished
     device every ``poll_interval`` s and re-open when it is back."""
 
     def __init__(self, mixer_factory: Callable[[int, int], Mixer] = Mixer, device: str | None = None, *,
@@ -170,7 +68,7 @@ class AudioOut:
         self.device: OutputDevice | None = None
         self.error: str | None = "not opened yet"
         self._stream: Any = None
-        self._proc: Any = None  # companion.audio_proc.AudioProcess
+        self._proc: Any = None  # companion.live.audio_proc.AudioProcess
         self._info: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._on_state = on_state or (lambda state, detail: None)
@@ -224,7 +122,7 @@ class AudioOut:
             self._proc.close()  # died: its reader thread has cleaned up already
             self._proc = None
         if self.process:
-            from companion.audio_proc import AudioProcess, AudioSpawnError
+            from companion.live.audio_proc import AudioProcess, AudioSpawnError
 
             proc = AudioProcess(self._factory, self.device_name, rate=self.rate, blocksize=self.blocksize,
                                 latency=self.latency, retry_s=self.poll_interval if self.auto_reopen else 0.0,
@@ -256,7 +154,7 @@ class AudioOut:
         return mixer
 
     def _child_opened(self, info: dict[str, Any]) -> Any:
-        from companion.audio_proc import MixerProxy
+        from companion.live.audio_proc import MixerProxy
 
         self.mixer = MixerProxy(self._proc, info)
         self.device = OutputDevice(info["index"], info["device"], info["hostapi"], info["device_channels"],
@@ -432,15 +330,3 @@ class AudioOut:
         where = f", in audio process {info['pid']}" if "pid" in info else ""
         return (f"audio on '{self.device.name}' ({self.device.hostapi}) at {info['rate']:g} Hz, "
                 f"{info['channels']} ch, output latency {info['latency'] * 1000:.1f} ms{where}")
-
-
-def _callback(mixer: Mixer) -> Callable[..., None]:
-    """The PortAudio callback: count underruns, mix. Nothing else."""
-    render = mixer.render
-
-    def callback(outdata: Any, frames: int, time: Any, status: Any) -> None:
-        if status.output_underflow:
-            mixer.underruns += 1
-        render(outdata)
-
-    return callback

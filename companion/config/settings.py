@@ -6,7 +6,7 @@ their defaults; unknown keys and bad values are errors naming the key and what i
 silently ignored. Optional keys (``reply_port``, ``model``, ``rate``, ``steps``, ``sampler``, ``guidance``,
 ``seconds``, ``midi_port``, ``audio_device``, ``pads``) are "unset" when absent; TOML has no null, so they are
 simply not written. Every key is a plain value except ``pads``, the live pad rack's configuration
-(:mod:`companion.padmap`), which the TOML file holds as a ``[pads]`` section.
+(:mod:`companion.config.padmap`), which the TOML file holds as a ``[pads]`` section.
 
 The keys of :class:`Params` (:data:`PARAM_KEYS`) are also the engine's live parameters (``/dd/set``).
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 from platformdirs import user_config_dir
 
-from companion.padmap import PadMapError, check_config
+from companion.config.padmap import PadMapError, check_config
 from models.backend import BACKENDS
 from models.config import MAX_GUIDANCE
 from models.errors import DDError
@@ -102,7 +102,7 @@ SPECS: dict[str, Spec] = {
     "audio_device": Spec(str, "audio output device name for pads and audition (unset = the system default)",
                          optional=True, nonempty=True),
     "pads": Spec(dict, "the pad map, a [pads] table: channel, behaviour, stock, velocity_curve, pads, "
-                 "modifiers, params, kits (see the README; unset = the GM 4x4 grid on notes 36-51)",
+                 "modifiers, params, kits (see docs/live.md; unset = the GM 4x4 grid on notes 36-51)",
                  optional=True),
 }
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import soundfile as sf
 
-from companion.folder import category_slug
-from companion.requests import (
+from companion.config.settings import PARAM_KEYS, Params, SettingsError, check_setting
+from companion.engine.requests import (
     MAX_COUNT,
     MAX_FRAMES,
     GenerateRequest,
@@ -30,8 +30,8 @@ from companion.requests import (
     RequestRejected,
     VariationRequest,
 )
-from companion.settings import PARAM_KEYS, Params, SettingsError, check_setting
-from companion.wavfile import WavError, read_recipe
+from companion.output.folder import category_slug
+from companion.output.wavfile import WavError, read_recipe
 from models.audio_io import AudioFileError
 from models.config import check_guidance
 from models.errors import ConfigError, DDError, LengthError

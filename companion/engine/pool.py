@@ -15,15 +15,12 @@ import logging
 import threading
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from companion.engine import Engine
-from companion.jobs import Job, JobEvent
-from companion.requests import RefillRequest, RequestRejected
-from companion.validate import prepare
+from companion.engine.engine import Engine
+from companion.engine.jobs import Job, JobEvent, PooledSample
+from companion.engine.requests import RefillRequest, RequestRejected
+from companion.engine.validate import prepare
 from models.errors import DDError
 from models.samplers import Cancelled
 
@@ -32,17 +29,9 @@ log = logging.getLogger("dd.pool")
 _INVALIDATING = ("steps", "sampler", "guidance", "tail_gate", "band_limit", "seconds")  # parameters that change what a pooled sample is
 
 
-@dataclass(frozen=True)
-class PooledSample:
-    """One pre-rendered sound: audio ``[channels, n]`` at the model rate, its seed, and its pool key."""
-
-    seed: int
-    audio: np.ndarray
-    key: tuple[Any, ...]
-
-
 class Pool:
-    """Attaches itself to ``engine`` (``engine.pool``); its size is the engine's ``pool_size`` parameter."""
+    """Attaches itself to ``engine`` (``engine.pool``: the engine's :class:`~companion.engine.engine.Stock`);
+    its size is the engine's ``pool_size`` parameter."""
 
     def __init__(self, engine: Engine, categories: Sequence[str] = ()) -> None:
         self.engine = engine

@@ -17,7 +17,7 @@ from models.backend import BACKENDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from companion.cmd_serve import _FLAGS
+    from companion.cli.serve import _FLAGS
 
     p = sub.add_parser("gui", help="open the desktop window: pads, generation controls, history, settings",
                        description="Open the companion's window. It runs the same companion as 'serve' (model, "
@@ -58,8 +58,9 @@ def has_display() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from companion import cmd_serve
-    from companion.cmd_serve import Companion, settings_from_args
+    from companion.cli import serve as cmd_serve
+    from companion.cli.serve import settings_from_args
+    from companion.service.resident import Companion
 
     if args.or_serve and args.screenshot is None and not has_display():
         print("dd-companion gui: no display found (DISPLAY and WAYLAND_DISPLAY are unset): starting the headless "

@@ -48,7 +48,7 @@ import numpy as np
 import platformdirs
 import soxr
 
-from companion import wavfile
+from companion.output import wavfile
 from models.errors import DDError
 
 log = logging.getLogger(__name__)

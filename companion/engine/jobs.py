@@ -1,6 +1,6 @@
 """Jobs, their results and events, and the bounded priority queue the engine's worker draws from.
 
-A job is a checked :class:`~companion.requests.Plan` split into items (one per seed, or per morph
+A job is a checked :class:`~companion.engine.requests.Plan` split into items (one per seed, or per morph
 frame). The worker takes items in batches: the best job's next items first, then items of other
 queued jobs with the same sampling key, up to the batch size. The queue is not thread-safe by itself;
 the engine calls it under its own lock.
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from companion.requests import BusyError, ModelFacts, Plan, Priority, Request
+from companion.engine.requests import BusyError, ModelFacts, Plan, Priority, Request
 from models.errors import DDError
 
 QUEUED, RUNNING, RENDERED, WRITTEN = "queued", "running", "rendered", "written"
@@ -32,6 +32,15 @@ class Item:
     audio: np.ndarray | None = None
     path: Path | None = None
     pooled: bool = False  # taken ready-made from the pre-render pool
+
+
+@dataclass(frozen=True)
+class PooledSample:
+    """One pre-rendered sound: audio ``[channels, n]`` at the model rate, its seed, and its pool key."""
+
+    seed: int
+    audio: np.ndarray
+    key: tuple[Any, ...]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ pool; their files land in the watched folder like any other), reading finished f
 resampling them with soxr to the output's rate and channels. A held modifier turns a hit into
 regenerate / variation of the current sound / lock seed; mapped CCs set engine parameters; a
 program change switches kit. MIDI learn: :meth:`PadRack.learn` arms a target, the next note or CC
-binds it. The configuration is plain data (:mod:`companion.padmap`), saved with :meth:`to_config`.
+binds it. The configuration is plain data (:mod:`companion.config.padmap`), saved with :meth:`to_config`.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from companion.engine import Engine
-from companion.jobs import JobEvent
-from companion.mixer import Mixer, group_mask
-from companion.padmap import MODIFIERS, PARAMS, PadMapError, check_config, param_value
-from companion.pads import PadError, pad_category
-from companion.requests import BusyError, GenerateRequest, VariationRequest
+from companion.config.padmap import MODIFIERS, PARAMS, PadMapError, check_config, param_value
+from companion.config.pads import PadError, pad_category
+from companion.engine.engine import Engine
+from companion.engine.jobs import JobEvent
+from companion.engine.requests import BusyError, GenerateRequest, VariationRequest
+from companion.live.mixer import Mixer, group_mask
 from models.audio_io import load_audio
 from models.errors import DDError
 
@@ -503,7 +503,7 @@ class PadRack:
                     pad.category = category
         self._event("kit", program=program, name=kit.get("name", str(program)))
         if kit.get("model"):
-            from companion.requests import LoadModelRequest
+            from companion.engine.requests import LoadModelRequest
 
             try:
                 self.engine.submit(LoadModelRequest(kit["model"], origin=ORIGIN))

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from companion.engine import Engine
-from companion.jobs import JobEvent, Listener
-from companion.pads import DEFAULT_PAD_MAP, pad_category
-from companion.pool import Pool
-from companion.requests import GenerateRequest, LoadModelRequest, MorphRequest, VariationRequest
+from companion.config.pads import DEFAULT_PAD_MAP, pad_category
+from companion.engine.engine import Engine
+from companion.engine.jobs import JobEvent, Listener
+from companion.engine.pool import Pool
+from companion.engine.requests import GenerateRequest, LoadModelRequest, MorphRequest, VariationRequest
 from models.errors import DDError
 from models.registry import DEFAULT_MODEL, DEFAULT_ONNX, installed_models
 from osc_protocol.codec import Command, RequestError
@@ -62,7 +62,7 @@ class OscBridge:
         self.pads = dict(pads)
         self.load_options = dict(load_options or {})
         self.server: OscServer | None = None
-        self.rack: Any = None  # companion.padrack.PadRack when serve runs with --midi/--audio/--live
+        self.rack: Any = None  # companion.live.padrack.PadRack when serve runs with --midi/--audio/--live
         self._handlers: dict[str, Callable[[Mapping[str, Any], Replier], None]] = {
             "status": self._status, "models": self._models, "load_model": self._load_model,
             "categories": self._categories, "generate": self._generate, "variation": self._variation,

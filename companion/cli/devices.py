@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from companion.audio_out import AudioDeviceError, output_devices
-from companion.midi_in import VIRTUAL_NAME, MidiPortError, input_names
+from companion.live.audio_device import AudioDeviceError, output_devices
+from companion.live.midi_in import VIRTUAL_NAME, MidiPortError, input_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
