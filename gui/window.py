@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QSplitter, QStatusBar, QTabWidget
 
+from companion.config.version import VERSION
 from gui.bridge import Bridge
 from gui.controls import GenerationPanel
 from gui.history import HistoryPanel
@@ -32,7 +33,7 @@ class MainWindow(QMainWindow):
     def __init__(self, bridge: Bridge) -> None:
         super().__init__()
         self.bridge = bridge
-        self.setWindowTitle("DD Companion")
+        self.setWindowTitle(f"DD Companion {VERSION}")
         self.setStyleSheet(STYLE)
         self.setAcceptDrops(True)
         self.pads = PadGrid(bridge)
@@ -81,6 +82,7 @@ class MainWindow(QMainWindow):
         if "model" in status:
             busy = f" · {status['engine']}" + (f" ({status['queued']} queued)" if status.get("queued") else "")
             labels["model"].setText(f"{status['model']} · {status['runtime']}{busy}")
+            self.setWindowTitle(f"DD Companion {VERSION} · {status['model']} on {status['runtime']}")
             labels["osc"].setText(f"OSC {status['osc']}")
             labels["midi"].setText(f"MIDI {status['midi']}")
             audio = status["audio"] + (f" · {status['underruns']} underruns" if status.get("underruns") else "")

@@ -5,7 +5,7 @@ The server runs once per session: ``jackd -n <name> -R -P 70 -d dummy -r 48000 -
 it through JACK_DEFAULT_SERVER; mido uses rtmidi's JACK API (its ALSA API needs a kernel sequencer
 the CI machine lacks). PortAudio is re-initialised once the server runs (it scans at start-up) and
 terminated before the server stops (otherwise the interpreter aborts in pa_jack.c at exit).
-Tests skip only when jackd, libportaudio2 or the Python clients are missing, naming the package.
+Tests fail (never skip) when jackd, libportaudio2 or the Python clients are missing, naming the package.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ MIDO_JACK = "mido.backends.rtmidi/UNIX_JACK"
 def missing() -> str | None:
     """Why the JACK rig cannot run here, naming what to install; None when it can."""
     if shutil.which("jackd") is None or shutil.which("jack_wait") is None:
-        return "jackd not installed (apt-get install jackd2)"
+        return "jackd not installed (make test installs it: apt-get install jackd2)"
     if ctypes.util.find_library("portaudio") is None:
-        return "PortAudio not installed (apt-get install libportaudio2)"
+        return "PortAudio not installed (make test installs it: apt-get install libportaudio2)"
     for module, package in (("sounddevice", "sounddevice"), ("jack", "JACK-Client"), ("mido", "mido"),
                             ("rtmidi", "python-rtmidi")):
         try:
@@ -47,7 +47,7 @@ def missing() -> str | None:
 def jack_server():
     reason = missing()
     if reason:
-        pytest.skip(reason)
+        pytest.fail(reason)
     os.environ["JACK_DEFAULT_SERVER"] = SERVER
     os.environ["MIDO_BACKEND"] = MIDO_JACK
     os.environ.setdefault("JACK_NO_AUDIO_RESERVATION", "1")

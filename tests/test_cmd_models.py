@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from companion.cli.main import main
 from companion.engine.model_files import describe_file
@@ -32,3 +35,16 @@ def test_the_command_prints_json(capsys):
     listing = json.loads(capsys.readouterr().out)
     assert {m["format"] for m in listing["installed"]} >= {"dd-companion", "onnx"}
     assert any(m["name"] == "glitch-440k" for m in listing["known_public"])
+
+
+def test_version_says_version_model_and_runtime():
+    from companion.config.version import VERSION
+
+    done = subprocess.run([sys.executable, "-m", "companion", "--version"], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    first, model, runtime = done.stdout.strip().splitlines()
+    assert first.startswith(f"dd-companion {VERSION} (Python package, Python 3.")
+    assert model.startswith("model: dd-default") and "sha256 " in model and "44100 Hz" in model
+    # on a CPU the shipped model runs on its ONNX export; torch is listed beside it when installed
+    assert runtime.startswith("runtime: onnxruntime ") and "also installed: torch 2.13.0" in runtime

@@ -420,17 +420,50 @@ def test_permission_denied_is_unwritable(tmp_path, monkeypatch):
 
 
 def test_read_only_folder_with_chmod(tmp_path):
+    """A real read-only folder. Root ignores file modes (CAP_DAC_OVERRIDE), so as root the write runs in a
+    child process that has dropped to the unprivileged user 'nobody', for whom the mode binds."""
     ro = tmp_path / "ro"
     (ro / "Kick").mkdir(parents=True)
     (ro / "Kick").chmod(0o555)
     try:
-        if os.access(ro / "Kick", os.W_OK):  # root (CAP_DAC_OVERRIDE) or Windows: chmod does not bind
-            pytest.skip("chmod does not stop this user writing; covered by the two tests above")
-        with pytest.raises(FolderUnwritableError, match="read-only"):
-            _write(SampleFolder(ro))
+        if not os.access(ro / "Kick", os.W_OK):
+            with pytest.raises(FolderUnwritableError, match="read-only"):
+                _write(SampleFolder(ro))
+        else:
+            assert hasattr(os, "fork") and os.geteuid() == 0, "chmod did not bind for a user who is not root"
+            _write_as_nobody(tmp_path, ro)
         assert list((ro / "Kick").iterdir()) == []
     finally:
         (ro / "Kick").chmod(0o755)
+
+
+def _write_as_nobody(tmp_path: Path, ro: Path) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    for folder in [tmp_path, *tmp_path.parents]:  # pytest's base temp folder is private to root: open the path
+        folder.chmod(folder.stat().st_mode | 0o005)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges for good, try the write, report in one line
+        os.close(read)
+        outcome = "wrote"
+        try:
+            _write(SampleFolder(tmp_path / "warm-up"))  # imports what a write needs while the files are readable
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            _write(SampleFolder(ro))
+        except FolderUnwritableError as exc:
+            outcome = f"refused: {exc}"
+        except BaseException as exc:  # noqa: BLE001 -- reported to the parent, which fails the test
+            outcome = f"error: {type(exc).__name__}: {exc}"
+        os.write(write, outcome.encode()[:4000])
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        outcome = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert outcome.startswith("refused:") and "read-only" in outcome, outcome
 
 
 @pytest.mark.parametrize(

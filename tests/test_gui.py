@@ -18,7 +18,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-pytest.importorskip("PySide6", reason="the window needs PySide6 (pip install pyside6-essentials)")
+try:
+    import PySide6  # noqa: F401
+except ImportError as exc:  # a missing package fails the run, naming the install line; it never skips
+    raise ImportError("the window tests need PySide6: make test installs it (pip install pyside6-essentials)") from exc
 
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
@@ -98,6 +101,10 @@ def test_the_status_bar_names_model_osc_and_the_audio_error(window, qtbot):
     labels = window.status_labels
     qtbot.waitUntil(lambda: "tiny" in labels["model"].text())
     assert "torch-cpu" in labels["model"].text()
+    from companion.config.version import VERSION
+
+    title = window.windowTitle()  # the version, the model and the runtime, as `dd-companion --version` says
+    assert title.startswith(f"DD Companion {VERSION} · ") and "tiny" in title and "torch-cpu" in title
     host, port = window.bridge.companion.server.address
     assert labels["osc"].text() == f"OSC udp://{host}:{port}"
     assert "audio is off" in window.error_label.text()  # no such device here: said plainly, window runs on

@@ -12,7 +12,10 @@ import threading
 import numpy as np
 import pytest
 
-pytest.importorskip("PySide6", reason="the window needs PySide6 (pip install pyside6-essentials)")
+try:
+    import PySide6  # noqa: F401
+except ImportError as exc:  # a missing package fails the run, naming the install line; it never skips
+    raise ImportError("the window tests need PySide6: make test installs it (pip install pyside6-essentials)") from exc
 
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 

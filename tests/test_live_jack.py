@@ -233,7 +233,7 @@ def test_lock_seed_keeps_the_sound_and_a_knob_rerenders_it_with_the_same_seed(ri
             rig.send(cc(lock, 127))
             rig.send(note(40))
             rig.send(cc(lock, 0))
-            wait_for(lambda: rack.pad(40).locked_seed is None, 10, "unlocked")
+            wait_for(lambda: rack.pad(40).locked_seed is None, 30, "unlocked")
 
 
 def test_an_unplugged_midi_controller_is_reported_and_reconnected(jack_server):

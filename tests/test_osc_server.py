@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import queue
 import random
-import shutil
 import socket
 import subprocess
 import threading
@@ -16,6 +15,7 @@ import pytest
 from osc_protocol.client import OscClient, send_command
 from osc_protocol.codec import RequestError, encode_bundle, encode_message, unix_to_timetag
 from osc_protocol.server import OscServer
+from tests.conftest import require_tool
 
 WAIT = 2.0  # generous upper bound for a reply on loopback; tests finish far sooner when all is well
 SILENCE = 0.3  # how long "no reply" is waited for
@@ -328,8 +328,8 @@ def test_send_command(server, capsys):
     assert "no /dd/pong" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(shutil.which("oscsend") is None, reason="liblo-tools (oscsend) is not installed")
 def test_oscsend_from_liblo(server, engine):
+    require_tool("oscsend", "liblo-tools")
     with OscClient(*server.address, timeout=WAIT) as listener:
         port = str(server.address[1])
 
@@ -345,8 +345,8 @@ def test_oscsend_from_liblo(server, engine):
         assert listener.wait_for("/dd/error")[1][:2] == (-1, "bad_type")
 
 
-@pytest.mark.skipif(shutil.which("oscdump") is None, reason="liblo-tools (oscdump) is not installed")
 def test_oscdump_reads_what_we_send():
+    require_tool("oscdump", "liblo-tools")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

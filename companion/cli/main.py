@@ -21,12 +21,27 @@ COMMANDS = (
 )
 
 
+class _Version(argparse.Action):
+    """``--version``: worked out only when asked (it reads the model file), then exit."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from companion.cli.about import version_text
+
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dd-companion",
         description="Dance Diffusion companion: fresh one-shots and loops for your DAW.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action=_Version, help="print the version, the model and the runtime, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     import importlib
 

@@ -26,6 +26,27 @@ def load_backend(
     sample_size: int | None = None,
 ) -> Backend:
     """Load ``model`` (a path, a known name, or None for the default model) on the chosen runtime."""
+    path, kind = choose_runtime(model, backend)
+    if kind == "torch":
+        if "torch" not in available_backends():
+            raise ConfigError("backend 'torch' requested but torch is not installed (pip install 'dd-companion[torch]')")
+        from models.torch_backend import TorchBackend
+
+        return TorchBackend.load(path, device=device, precision=precision, sample_rate=sample_rate,
+                                 sample_size=sample_size)
+    if path.suffix.lower() != ".onnx":
+        raise ConfigError(f"backend 'onnxruntime' needs an exported .onnx model, got '{path.name}'; "
+                          f"make one with 'dd-companion export --model {path}'")
+    try:
+        from export.ort_backend import OrtBackend
+    except ImportError as exc:
+        raise ConfigError(f"backend 'onnxruntime' is not available here: {exc}") from None
+    return OrtBackend.load(path, device=device, precision=precision)
+
+
+def choose_runtime(model: str | Path | None = None, backend: str = "auto") -> tuple[Path, str]:
+    """The file that ``load_backend(model, backend=backend)`` loads and the runtime that loads it, without
+    loading anything: with ``backend="auto"`` the shipped model runs on its ONNX export unless torch has a GPU."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {list(BACKENDS)}, got '{backend}'")
     path = resolve_model(model)
@@ -43,21 +64,7 @@ def load_backend(
                 f"model '{path.name}' needs torch, which is not installed; install the torch extra "
                 "(pip install 'dd-companion[torch]') or use an exported .onnx model"
             )
-    if kind == "torch":
-        if "torch" not in available_backends():
-            raise ConfigError("backend 'torch' requested but torch is not installed (pip install 'dd-companion[torch]')")
-        from models.torch_backend import TorchBackend
-
-        return TorchBackend.load(path, device=device, precision=precision, sample_rate=sample_rate,
-                                 sample_size=sample_size)
-    if path.suffix.lower() != ".onnx":
-        raise ConfigError(f"backend 'onnxruntime' needs an exported .onnx model, got '{path.name}'; "
-                          f"make one with 'dd-companion export --model {path}'")
-    try:
-        from export.ort_backend import OrtBackend
-    except ImportError as exc:
-        raise ConfigError(f"backend 'onnxruntime' is not available here: {exc}") from None
-    return OrtBackend.load(path, device=device, precision=precision)
+    return path, kind
 
 
 def _torch_has_gpu() -> bool:
