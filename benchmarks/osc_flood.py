@@ -46,7 +46,7 @@ def start_serve(folder: Path, model: Path, steps: int) -> tuple[subprocess.Popen
     proc = subprocess.Popen(
         [sys.executable, "-m", "companion", "serve", "--config", str(folder / "settings.json"), "--folder",
          str(folder / "out"), "--osc-port", "0", "--model", str(model), "--device", "cpu", "--steps", str(steps),
-         "--pool-size", "0", "--queue-limit", "64"],
+         "--pool-size", "0", "--queue-limit", "64", "--no-oscquery"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
     )
     lines = []

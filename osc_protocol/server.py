@@ -236,7 +236,7 @@ class OscServer:
 
         Kept lean for floods: a refused datagram costs a decode attempt and two dictionary look-ups;
         its log line and its ``/dd/error`` are rate-limited (see ``_refuse``)."""
-        if self._allow is not None and not self._allowed(source[0]):
+        if self._allow is not None and not self.allows(source[0]):
             return
         try:
             packet = decode_packet(data)
@@ -322,13 +322,15 @@ class OscServer:
 
     # ------------------------------------------------------------ who may talk
 
-    def _allowed(self, host: str) -> bool:
+    def allows(self, host: str, what: str = "OSC packet") -> bool:
+        """Whether ``host`` may talk to the companion (the allow-list, when there is one); a refusal is
+        logged at most once per host and ``what`` per interval. The OSCQuery server asks this too."""
         if self._allow is None or _in_networks(host, self._allow):
             return True
-        suppressed = self._log_limit.due((host, "not_allowed"))
+        suppressed = self._log_limit.due((host, what))
         if suppressed is not None:
             more = f" ({suppressed} more since the last report)" if suppressed else ""
-            log.warning("OSC packet from %s dropped: not in the allow-list%s", host, more)
+            log.warning("%s from %s dropped: not in the allow-list%s", what, host, more)
         return False
 
     def _may_receive(self, host: str) -> bool:
