@@ -81,7 +81,8 @@ class MainWindow(QMainWindow):
         if "model" in status:
             busy = f" · {status['engine']}" + (f" ({status['queued']} queued)" if status.get("queued") else "")
             labels["model"].setText(f"{status['model']} · {status['runtime']}{busy}")
-            labels["osc"].setText(f"OSC {status['osc']}")
+            query = status.get("oscquery", "off")
+            labels["osc"].setText(f"OSC {status['osc']}" + (f" · OSCQuery {query}" if query != "off" else ""))
             labels["midi"].setText(f"MIDI {status['midi']}")
             audio = status["audio"] + (f" · {status['underruns']} underruns" if status.get("underruns") else "")
             labels["audio"].setText(audio)
