@@ -288,19 +288,22 @@ def test_mdns_is_off_on_loopback_and_on_beyond_unless_told():
     assert mdns.advertised_addresses("192.168.1.20") == ["192.168.1.20"]
 
 
-def test_mdns_advertises_oscquery_and_osc_on_request(companion_with):
+@pytest.mark.parametrize("overrides", [{"mdns": 1}, {"osc_host": "0.0.0.0", "allow": ("127.0.0.1",)}],
+                         ids=["loopback-on-request", "network-by-default"])
+def test_mdns_advertises_oscquery_and_osc(companion_with, overrides):
     zeroconf = mdns.require()  # fails naming the install line when the package is missing
-    companion = companion_with(mdns=1)
+    companion = companion_with(**overrides)
     assert companion.advertiser is not None and companion.advertiser.registered.wait(WAIT)
     assert "mDNS: advertising _oscjson._tcp and _osc._udp" in companion.describe()
-    browser = zeroconf.Zeroconf(interfaces=["127.0.0.1"])
+    addresses = mdns.advertised_addresses(companion.server.host)
+    browser = zeroconf.Zeroconf(interfaces=["127.0.0.1"] if addresses == ["127.0.0.1"] else zeroconf.InterfaceChoice.All)
     try:
         ports = {}
         for kind, name in companion.advertiser.services().items():
             info = browser.get_service_info(kind, name, timeout=int(WAIT * 1000))
             assert info is not None, kind
             ports[kind] = info.port
-            assert "127.0.0.1" in info.parsed_addresses()
+            assert set(info.parsed_addresses()) == set(addresses)
     finally:
         browser.close()
     assert ports == {mdns.OSCQUERY_TYPE: companion.oscquery.address[1], mdns.OSC_TYPE: companion.server.address[1]}

@@ -126,7 +126,7 @@ def test_garbage_leaves_the_server_answering(serve):
 
 
 def test_after_a_burst_of_garbage_every_valid_request_is_answered_and_jobs_complete(serve):
-    companion, client = serve(steps=20)
+    companion, client = serve(steps=20, pool_size=1)
     client.send("/dd/generate", "kick", 1, 7)  # in progress while the burst comes
     _, (first,) = client.wait_for("/dd/queued")
     for i in range(2000):  # as fast as one Python sender can
@@ -152,6 +152,11 @@ def test_after_a_burst_of_garbage_every_valid_request_is_answered_and_jobs_compl
             audio, rate = sf.read(path)
             assert audio.shape == (512, 2)
     assert not list(companion.folder.root.rglob("*.partial"))
+    deadline = time.monotonic() + WAIT  # and the pre-render pool goes on: full again
+    while not (companion.pool.counts() and all(n == 1 for n in companion.pool.counts().values())) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert companion.pool.counts() == {"kick": 1, "snare": 1, "clap": 1}
 
 
 def test_a_burst_beyond_the_queue_bound_gets_busy_and_every_accepted_job_completes(serve):
