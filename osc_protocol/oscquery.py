@@ -126,7 +126,7 @@ def _insert(root: dict[str, Any], path: str, node: dict[str, Any]) -> None:
             children[part] = _container("/" + "/".join(parts[: depth + 1]))
         parent = children[part]
     children = parent.setdefault("CONTENTS", {})
-    if parts[-1] in children:  # a container made on the way (e.g. /dd/pool) that now gets its own node
+    if parts[-1] in children:  # a container made on the way that now gets its own node: keep its children
         node = {**children[parts[-1]], **node}
     children[parts[-1]] = node
 

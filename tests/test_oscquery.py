@@ -288,13 +288,15 @@ def test_mdns_is_off_on_loopback_and_on_beyond_unless_told():
     assert mdns.advertised_addresses("192.168.1.20") == ["192.168.1.20"]
 
 
-@pytest.mark.parametrize("overrides", [{"mdns": 1}, {"osc_host": "0.0.0.0", "allow": ("127.0.0.1",)}],
-                         ids=["loopback-on-request", "network-by-default"])
+@pytest.mark.parametrize("overrides", [{"mdns": 1}, {"osc_host": "0.0.0.0", "allow": ("127.0.0.1",)},
+                                       {"mdns": 1, "oscquery_port": -1}],
+                         ids=["loopback-on-request", "network-by-default", "osc-only"])
 def test_mdns_advertises_oscquery_and_osc(companion_with, overrides):
     zeroconf = mdns.require()  # fails naming the install line when the package is missing
     companion = companion_with(**overrides)
     assert companion.advertiser is not None and companion.advertiser.registered.wait(WAIT)
-    assert "mDNS: advertising _oscjson._tcp and _osc._udp" in companion.describe()
+    said = "mDNS: advertising _osc._udp" if companion.oscquery is None else "mDNS: advertising _oscjson._tcp and _osc._udp"
+    assert said in companion.describe()
     addresses = mdns.advertised_addresses(companion.server.host)
     browser = zeroconf.Zeroconf(interfaces=["127.0.0.1"] if addresses == ["127.0.0.1"] else zeroconf.InterfaceChoice.All)
     try:
@@ -306,4 +308,35 @@ def test_mdns_advertises_oscquery_and_osc(companion_with, overrides):
             assert set(info.parsed_addresses()) == set(addresses)
     finally:
         browser.close()
-    assert ports == {mdns.OSCQUERY_TYPE: companion.oscquery.address[1], mdns.OSC_TYPE: companion.server.address[1]}
+    expected = {mdns.OSC_TYPE: companion.server.address[1]}
+    if companion.oscquery is not None:
+        expected[mdns.OSCQUERY_TYPE] = companion.oscquery.address[1]
+    assert ports == expected
+
+
+def test_without_zeroconf_mdns_asked_for_is_an_error_and_otherwise_a_warning(tmp_path, monkeypatch, caplog):
+    def missing():
+        raise mdns.MdnsUnavailable(f"mDNS advertisement needs the zeroconf package (No module named 'zeroconf'): "
+                                   f"{mdns.INSTALL}")
+
+    monkeypatch.setattr(mdns, "require", missing)
+    with pytest.raises(ValueError, match=r"needs the zeroconf package.*pip install zeroconf"):
+        Companion(Settings(folder=str(tmp_path), mdns=1))
+    companion = Companion(Settings(folder=str(tmp_path), osc_host="0.0.0.0", allow=("127.0.0.1",)))
+    assert not companion.advertiser_wanted
+    assert "the companion is not advertised" in caplog.text
+
+
+def test_a_failing_snapshot_is_a_500_and_the_server_goes_on(companion_with, caplog):
+    companion = companion_with()
+    good = companion.oscquery.live
+
+    def broken():
+        raise RuntimeError("snapshot exploded")
+
+    companion.oscquery.live = broken
+    status, text = get(companion.oscquery.url)
+    assert status == 500 and "the log has the details" in text
+    assert "snapshot exploded" in caplog.text
+    companion.oscquery.live = good
+    assert get(companion.oscquery.url + "dd/ping?TYPE") == (200, {"TYPE": "i"})

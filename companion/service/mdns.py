@@ -36,9 +36,10 @@ def require() -> Any:
 
 
 class Advertiser:
-    """Advertises ``name`` with its OSC (UDP) and OSCQuery (TCP) ports on the addresses for ``host``."""
+    """Advertises ``name`` with its OSC (UDP) and OSCQuery (TCP) ports on the addresses for ``host``
+    (``http_port`` None: OSCQuery is off, only ``_osc._udp`` is advertised)."""
 
-    def __init__(self, name: str, host: str, osc_port: int, http_port: int) -> None:
+    def __init__(self, name: str, host: str, osc_port: int, http_port: int | None) -> None:
         self._zc_module = require()  # fail at construction, naming the install line
         self.name = name
         self.host = host
@@ -49,6 +50,7 @@ class Advertiser:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.registered = threading.Event()
+        self.types = ((OSCQUERY_TYPE,) if http_port is not None else ()) + (OSC_TYPE,)
 
     def start(self) -> None:
         """Register both services on a thread (probing takes a moment)."""
@@ -62,12 +64,9 @@ class Advertiser:
         interfaces = addresses if loopback else zc_mod.InterfaceChoice.All
         packed = [socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in addresses]
         server = f"{socket.gethostname().split('.')[0] or 'dd-companion'}.local."
-        infos = [
-            zc_mod.ServiceInfo(OSCQUERY_TYPE, f"{self.name}.{OSCQUERY_TYPE}", addresses=packed, port=self.http_port,
-                               properties={"txtvers": "1"}, server=server),
-            zc_mod.ServiceInfo(OSC_TYPE, f"{self.name}.{OSC_TYPE}", addresses=packed, port=self.osc_port,
-                               properties={"txtvers": "1"}, server=server),
-        ]
+        ports = {OSCQUERY_TYPE: self.http_port, OSC_TYPE: self.osc_port}
+        infos = [zc_mod.ServiceInfo(kind, f"{self.name}.{kind}", addresses=packed, port=ports[kind],
+                                    properties={"txtvers": "1"}, server=server) for kind in self.types]
         try:
             with self._lock:
                 self._zc = zc_mod.Zeroconf(interfaces=interfaces)
@@ -77,8 +76,8 @@ class Advertiser:
         except Exception as exc:  # no multicast route, a name clash...: OSC and OSCQuery go on without it
             log.warning("mDNS advertisement failed: %s", exc)
             return
-        log.info("mDNS: advertising %s as %s (port %d) and %s (port %d) on %s", self.name, OSCQUERY_TYPE,
-                 self.http_port, OSC_TYPE, self.osc_port, ", ".join(addresses))
+        log.info("mDNS: advertising %s as %s on %s", self.name,
+                 " and ".join(f"{kind} (port {ports[kind]})" for kind in self.types), ", ".join(addresses))
         self.registered.set()
 
     def services(self) -> dict[str, str]:

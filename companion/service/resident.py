@@ -54,7 +54,7 @@ class Companion:
                                 allow=settings.allow or None)
         self.oscquery: OscQueryServer | None = None
         self.advertiser: mdns.Advertiser | None = None
-        self.advertiser_wanted = settings.oscquery_port != -1 and mdns.wanted(settings.mdns, settings.osc_host)
+        self.advertiser_wanted = mdns.wanted(settings.mdns, settings.osc_host)
         if self.advertiser_wanted:
             try:
                 mdns.require()
@@ -86,6 +86,11 @@ class Companion:
         self.bridge.attach(self.server)
         self.server.start()
         self._start_oscquery()
+        if self.advertiser_wanted:
+            name = f"{NAME} on {socket.gethostname().split('.')[0]}"
+            http_port = self.oscquery.address[1] if self.oscquery is not None else None
+            self.advertiser = mdns.Advertiser(name, self.server.host, self.server.address[1], http_port)
+            self.advertiser.start()
 
     def _start_oscquery(self) -> None:
         """OSCQuery on the configured port, else the OSC port + 1 (any free port if that one is taken)."""
@@ -103,10 +108,6 @@ class Companion:
             server = OscQueryServer(self.server, 0, server.live)
             server.start()
         self.oscquery = server
-        if self.advertiser_wanted:
-            name = f"{NAME} on {socket.gethostname().split('.')[0]}"
-            self.advertiser = mdns.Advertiser(name, self.server.host, self.server.address[1], server.address[1])
-            self.advertiser.start()
 
     def stop(self) -> None:
         """Stop taking requests, cancel jobs, let writes in progress finish."""
@@ -145,7 +146,8 @@ class Companion:
             "protocol: docs/OSC.md)",
             f"OSCQuery on {self.oscquery.url} (namespace: curl {self.oscquery.url}; docs/oscquery.md)"
             if self.oscquery is not None else "OSCQuery: off",
-            ("mDNS: advertising _oscjson._tcp and _osc._udp" if self.advertiser is not None
+            (f"mDNS: advertising {' and '.join(t.split('.')[0] + '.' + t.split('.')[1] for t in self.advertiser.types)}"
+             if self.advertiser is not None
              else "mDNS: off" + (" (listening on loopback only; --mdns to advertise)" if self.settings.mdns is None else "")),
             f"output folder: {self.folder.root}",
             f"model: {model.name} on {model.runtime} ({', '.join(model.categories) or 'unconditional'})",
