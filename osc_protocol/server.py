@@ -392,10 +392,13 @@ def _wake_host(host: str) -> str:
 def _tune(sock: socket.socket) -> int | None:
     """Set the socket up for the loop; return the receive buffer the OS granted (None if unknown)."""
     sock.settimeout(0.5)  # only bounds how long stop() can wait; data wakes recvfrom at once
-    try:  # absorb bursts (pad hits, a misbehaving script) while the loop catches up
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-    except OSError:
-        pass
+    size = RECEIVE_BUFFER
+    while size >= 1 << 18:  # absorb bursts (pad hits, a misbehaving script) while the loop catches up
+        try:  # macOS refuses a size above kern.ipc.maxsockbuf outright: try smaller ones
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            break
+        except OSError:
+            size //= 2
     try:
         granted: int | None = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     except OSError:

@@ -74,6 +74,8 @@ class Arg:
         """The allowed values in words, e.g. ``1..64`` or ``one of: a, b``; empty when anything goes."""
         if self.choices:
             return "one of: " + ", ".join(self.choices)
+        if self.choices_from == "categories":
+            return "a category of the loaded model"
         if self.low is not None and self.high is not None:
             return f"{_number(self.low)}..{_number(self.high)}"
         if self.low is not None:
