@@ -20,6 +20,7 @@ serve_pid=$!
 for _ in $(seq 60); do grep -q "ready" "$work/serve.log" && break; sleep 1; done
 "$BIN/dd-companion" send --port 9177 --wait --timeout 120 /dd/generate snare 1 | tee "$work/reply.txt"
 grep -q "/dd/done" "$work/reply.txt"
+"$BIN/python" -c "import json, urllib.request as u; info = json.load(u.urlopen('http://127.0.0.1:9178/?HOST_INFO', timeout=10)); assert info['OSC_PORT'] == 9177, info; print('OSCQuery:', info['NAME'], info['OSC_PORT'])"
 kill -TERM "$serve_pid"
 wait "$serve_pid"
 test "$(find "$work/served" -name '*.wav' | wc -l)" -ge 1

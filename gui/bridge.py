@@ -177,6 +177,7 @@ class Bridge(QObject):
             "queued": st.queued,
             "guidance": engine.get_param("guidance"),  # in effect: the live parameter, else the model's
             "osc": f"udp://{host}:{port}",
+            "oscquery": self.companion.oscquery.url if self.companion.oscquery is not None else "off",
             "midi": "off",
             "audio": "off",
             "underruns": 0,

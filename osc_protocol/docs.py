@@ -8,14 +8,21 @@ import sys
 from pathlib import Path
 
 from osc_protocol.client import format_message
+from osc_protocol.oscquery import type_tags
+from osc_protocol.server import ERROR_BURST, ERROR_RATE, ERRORS_BURST_ALL, ERRORS_RATE_ALL, RECEIVE_BUFFER
 from osc_protocol.table import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     ERRORS,
     MAX_SUBSCRIPTIONS,
     PARAMS,
+    POOL_FILL,
+    POOL_PREFIX,
     REPLIES,
     REQUESTS,
+    SETTINGS_PREFIX,
+    STATE,
+    STATE_PREFIX,
     Arg,
 )
 
@@ -86,13 +93,68 @@ oscsend localhost {DEFAULT_PORT} /dd/reply/subscribe i 9001
 oscsend localhost {DEFAULT_PORT} /dd/generate sii kick 2 -1
 ```
 
-From Pure Data (vanilla): `[kick 2 -1(` → `[oscformat dd generate]` → `[list prepend send]` →
+From Pure Data (vanilla): `[list kick 2 -1(` (a message starting with a symbol needs `list`, or a
+`[list]` object before `[oscformat]`) → `[oscformat dd generate]` → `[list prepend send]` →
 `[list trim]` → `[netsend -u -b]` (after `[connect localhost {DEFAULT_PORT}(`); Pd sends every number as a
 float, which the tolerant typing accepts. Replies: subscribe a port, then `[netreceive -u -b 9001]` →
 `[oscparse]`. From Max: `[udpsend 127.0.0.1 {DEFAULT_PORT}]` with the message `/dd/generate kick 2 -1`, and
 `[udpreceive 9001]` after subscribing port 9001.
 
-At most {MAX_SUBSCRIPTIONS} reply subscriptions are kept at a time.
+At most {MAX_SUBSCRIPTIONS} reply subscriptions are kept at a time. A ready-made Pd vanilla patch that does
+all of this is [examples/dd-companion.pd](examples/dd-companion.pd) (the test suite runs it headless).
+
+## Under load
+
+A misbehaving controller or script cannot drown the companion:
+
+- refusals (malformed datagrams, invalid requests, sources outside the allow-list) are logged at most once
+  per source and reason every 5 s, the line saying how many were suppressed since the last one;
+- the `/dd/error` of a malformed or invalid datagram goes out at once for a source's first {ERROR_BURST},
+  then at most {ERROR_RATE:g} per second per source (host and port) and {ERRORS_RATE_ALL:g} per second in all
+  (bursts of {ERRORS_BURST_ALL}): a client that sends one bad packet gets its error at once, a flood is mostly
+  left unanswered. Refusals of well-formed requests by the engine (`busy`, `not_found`…) are always answered;
+- the server asks the OS for {RECEIVE_BUFFER >> 20} MiB of receive buffer and logs what it granted (Linux caps
+  it at `net.core.rmem_max`: `sysctl -w net.core.rmem_max={RECEIVE_BUFFER}` raises the cap).
+
+Measured with `python -m benchmarks.osc_flood` (a `serve` subprocess on loopback, the flood sent from
+another process, figures and method in [oscquery.md](oscquery.md#under-a-flood)): 58,000 to 147,000 malformed
+datagrams per second drained on the 2-core development machine, shared with other jobs (target: 20,000); with 20,000 garbage
+datagrams per second running, 100% of the `/dd/ping` (every 10 ms) and `/dd/generate` (every 100 ms) sent
+among them answered; after a burst of 3,000 in 0.1 s, the next request answered in under 2 ms.
+"""
+
+_OSCQUERY = """## OSCQuery
+
+The companion also publishes this namespace as [OSCQuery](https://github.com/Vidvox/OSCQueryProposal)
+(HTTP + JSON), so controllers that read it (TouchDesigner, ossia score, Chataigne, VRChat-style tools)
+find every address with its types and ranges. The JSON is generated from the same table as this page.
+
+- **Where:** HTTP on the OSC host, TCP port = the OSC port + 1 by default (`9001`); `--oscquery-port N`
+  (settings key `oscquery_port`; 0 = any free port) changes it, `--no-oscquery` (`-1`) turns it off. The
+  allow-list applies as for OSC (others get `403`). `serve` prints the address. (TCP 9001 does not
+  clash with a UDP reply port 9001 such as the `oscdump` example below.)
+- **What:** `GET /` is the whole tree (FULL_PATH, CONTENTS, TYPE, DESCRIPTION, ACCESS, RANGE, VALUE);
+  `GET /dd/generate` is one node; `GET /dd/generate?TYPE` one attribute (`204` when the node has none,
+  `400` for an unknown one); an unknown path is `404`; `GET /?HOST_INFO` names the OSC endpoint (NAME,
+  OSC_IP, OSC_PORT, OSC_TRANSPORT `UDP`, EXTENSIONS).
+- **Requests** are write-only methods (ACCESS 2); TYPE lists every argument, optional ones included, with
+  `/dd/set`'s value stated as `f` (ints and integral floats pass; `sampler` takes `s`). RANGE gives MIN/MAX,
+  or VALS for choices: the loaded model's categories for `category`, the setting names for `param`.
+- **Values** a controller may show are read-only nodes (ACCESS 1) under `{state}`, read over HTTP only
+  (`GET {state}/engine?VALUE`); OSC messages to them are `unknown_address`.
+- **mDNS:** advertised as `_oscjson._tcp` and `_osc._udp` (zeroconf) when listening beyond loopback, or
+  with `--mdns`; off on the loopback-only default (`--no-mdns` / `mdns = 0` turns it off everywhere).
+
+```sh
+curl -s http://127.0.0.1:9001/?HOST_INFO
+curl -s http://127.0.0.1:9001/dd/generate
+curl -s 'http://127.0.0.1:9001{state}/pool/kick?VALUE'
+```
+
+Details, controllers and troubleshooting: [oscquery.md](oscquery.md).
+
+| value node | type | allowed | meaning |
+|---|---|---|---|
 """
 
 
@@ -121,6 +183,16 @@ def render() -> str:
     out.append("\n## Error codes\n\nThe second argument of `/dd/error`.\n\n| code | meaning |\n|---|---|\n")
     for code, meaning in ERRORS.items():
         out.append(f"| `{code}` | {_cell(meaning)} |\n")
+    out.append("\n" + _OSCQUERY.format(state=STATE_PREFIX))
+    for name, arg in STATE.items():
+        out.append(f"| `{STATE_PREFIX}/{name}` | `{arg.osc_tag}` | {arg.range_text} | {_cell(arg.meaning)} |\n")
+    out.append(f"| `{POOL_PREFIX}/<category>` | `i` | 0..pool_size | {_cell(POOL_FILL.meaning)}, one node per "
+               "category of the loaded model |\n")
+    out.append(f"| `{SETTINGS_PREFIX}/<setting>` | as the setting | as in Settings | every setting above, "
+               "as `/dd/get` reads it |\n")
+    out.append("\nThe TYPE of each request node:\n\n| address | TYPE |\n|---|---|\n")
+    for r in REQUESTS.values():
+        out.append(f"| `{r.address}` | `{type_tags(r) or '(none)'}` |\n")
     out.append("\n" + _OUTRO)
     return "".join(out)
 

@@ -3,7 +3,10 @@
 It answers ``/dd/ping`` and the reply subscriptions itself; every other valid request becomes a
 ``Command`` for the application's handler, which runs in the server thread and must return fast
 (it submits work to the engine and replies later through the ``Replier``). Nothing a client sends
-can stop the loop: every refusal is a log line on "dd.osc" and, when possible, a ``/dd/error``.
+can stop the loop, and nothing it sends costs much: refusals are logged on "dd.osc" at most once
+per source and reason per interval (with the count of those suppressed), and the ``/dd/error`` of a
+malformed or invalid packet goes out at once for a client's first few, then at a bounded rate per
+source and overall, so a flood of garbage is drained fast and valid requests among it are answered.
 Bundles are unpacked and executed at once, whatever their timetag (see docs/OSC.md).
 """
 
@@ -14,7 +17,6 @@ import logging
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,6 +31,7 @@ from osc_protocol.codec import (
     timetag_to_unix,
     to_command,
 )
+from osc_protocol.ratelimit import LogLimiter, TokenBucket
 from osc_protocol.table import DEFAULT_HOST, DEFAULT_PORT, MAX_SUBSCRIPTIONS
 
 log = logging.getLogger("dd.osc")
@@ -36,7 +39,12 @@ log = logging.getLogger("dd.osc")
 Address = tuple[str, int]
 Handler = Callable[[Command, "Replier"], None]
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_DROP_LOG_INTERVAL = 5.0  # seconds between log lines about one refused source
+_DROP_LOG_INTERVAL = 5.0  # seconds between log lines about one source and reason
+RECEIVE_BUFFER = 8 << 20  # bytes asked of the OS for the receive buffer: about 10,000 small datagrams on Linux
+# /dd/error replies to refused packets (malformed, or not a valid request): per source (host, port) the
+# first few at once, then a steady trickle, and a cap over all sources; a flood is mostly left unanswered
+ERROR_BURST, ERROR_RATE = 10, 5.0
+ERRORS_BURST_ALL, ERRORS_RATE_ALL = 100, 100.0
 
 
 class Replier:
@@ -100,7 +108,10 @@ class OscServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._address: Address | None = None
-        self._last_drop_log: dict[str, tuple[float, int]] = {}
+        self._log_limit = LogLimiter(_DROP_LOG_INTERVAL)
+        self._error_limit = TokenBucket(ERROR_RATE, ERROR_BURST)
+        self._errors_all = TokenBucket(ERRORS_RATE_ALL, ERRORS_BURST_ALL)
+        self.receive_buffer: int | None = None  # what the OS granted (bytes), once started
 
     # ------------------------------------------------------------ life cycle
 
@@ -115,13 +126,17 @@ class OscServer:
         except OSError as exc:
             sock.close()
             raise OSError(exc.errno, f"cannot listen for OSC on {self.host}:{self.port}: {exc.strerror}") from exc
-        _tune(sock)
+        self.receive_buffer = _tune(sock)
         self._sock = sock
         self._address = sock.getsockname()[:2]
         self._stopping.clear()
         self._thread = threading.Thread(target=self._serve, name="dd-osc-server", daemon=True)
         self._thread.start()
-        log.info("OSC server listening on %s:%d", *self._address)
+        log.info("OSC server listening on %s:%d (receive buffer %s)", *self._address, self.buffer_text())
+        if self.receive_buffer is not None and self.receive_buffer < RECEIVE_BUFFER:
+            log.warning("the OS granted an OSC receive buffer of %s of the %s asked for: bursts of packets may "
+                        "be lost (Linux: sysctl -w net.core.rmem_max=%d)", _size(self.receive_buffer),
+                        _size(RECEIVE_BUFFER), RECEIVE_BUFFER)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the server thread and close the socket; replies sent afterwards are dropped."""
@@ -152,6 +167,10 @@ class OscServer:
         if self._address is None:
             raise RuntimeError("the OSC server is not started")
         return self._address
+
+    def buffer_text(self) -> str:
+        """The receive buffer granted, in words (e.g. ``8 MiB``)."""
+        return "unknown" if self.receive_buffer is None else _size(self.receive_buffer)
 
     @property
     def running(self) -> bool:
@@ -213,27 +232,43 @@ class OscServer:
                 log.exception("OSC datagram from %s:%d crashed the dispatcher", *source[:2])
 
     def handle_datagram(self, data: bytes, source: Address) -> None:
-        """Serve one datagram as if it came from ``source`` (the loop calls this; tests may too)."""
-        if not self._allowed(source[0]):
+        """Serve one datagram as if it came from ``source`` (the loop calls this; tests may too).
+
+        Kept lean for floods: a refused datagram costs a decode attempt and two dictionary look-ups;
+        its log line and its ``/dd/error`` are rate-limited (see ``_refuse``)."""
+        if self._allow is not None and not self.allows(source[0]):
             return
-        replier = Replier(self, source)
         try:
             packet = decode_packet(data)
         except MalformedPacket as exc:
-            log.warning("malformed OSC packet from %s:%d (%d bytes): %s", *source, len(data), exc)
-            replier.error(-1, "malformed", str(exc))
+            self._refuse(source, "malformed", f"{exc} ({len(data)} bytes)")
+            return
+        replier = Replier(self, source)
+        if isinstance(packet, Message):
+            self._dispatch(packet, None, source, replier)
             return
         for message, timetag in iter_messages(packet):
             self._dispatch(message, timetag, source, replier)
+
+    def _refuse(self, source: Address, code: str, text: str, limited: bool = True) -> None:
+        """Log a refusal (one line per host and code per interval, with the count suppressed) and answer
+        it with ``/dd/error -1``; ``limited`` answers go through the per-source and overall budgets."""
+        suppressed = self._log_limit.due((source[0], code))
+        if suppressed is not None:
+            more = f" ({suppressed} more from {source[0]} since the last report)" if suppressed else ""
+            log.warning("OSC request from %s:%d refused (%s): %s%s", *source, code, text, more)
+        if limited and not (self._error_limit.take(source) and self._errors_all.take(None)):
+            return
+        Replier(self, source).error(-1, code, text)
 
     def _dispatch(self, message: Message, timetag: int | None, source: Address, replier: Replier) -> None:
         try:
             command = to_command(message, source, timetag_to_unix(timetag))
         except RequestError as exc:
-            log.warning("OSC request from %s:%d refused (%s): %s", *source, exc.code, exc.message)
-            replier.error(-1, exc.code, exc.message)
+            self._refuse(source, exc.code, exc.message)
             return
-        log.debug("OSC %s %s from %s:%d", command.address, dict(command.args), *source)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("OSC %s %s from %s:%d", command.address, dict(command.args), *source)
         builtin = _BUILTINS.get(command.name)
         try:
             if builtin is not None:
@@ -242,10 +277,9 @@ class OscServer:
                 replier.error(-1, "unavailable", f"{command.address}: no engine is attached yet")
             else:
                 self.handler(command, replier)
-        except RequestError as exc:  # the application (or a built-in) refused the request
+        except RequestError as exc:  # the application (or a built-in) refused a well-formed request
             text = exc.message if exc.message.startswith(command.address) else f"{command.address}: {exc.message}"
-            log.warning("OSC request from %s:%d refused (%s): %s", *source, exc.code, text)
-            replier.error(-1, exc.code, text)
+            self._refuse(source, exc.code, text, limited=False)
         except Exception as exc:
             log.exception("OSC handler failed on %s from %s:%d", command.address, *source)
             code = getattr(exc, "code", None)
@@ -288,19 +322,15 @@ class OscServer:
 
     # ------------------------------------------------------------ who may talk
 
-    def _allowed(self, host: str) -> bool:
+    def allows(self, host: str, what: str = "OSC packet") -> bool:
+        """Whether ``host`` may talk to the companion (the allow-list, when there is one); a refusal is
+        logged at most once per host and ``what`` per interval. The OSCQuery server asks this too."""
         if self._allow is None or _in_networks(host, self._allow):
             return True
-        now = time.monotonic()
-        if len(self._last_drop_log) > 1024:  # many spoofed sources: forget them rather than grow
-            self._last_drop_log.clear()
-        last, dropped = self._last_drop_log.get(host, (-_DROP_LOG_INTERVAL, 0))
-        if now - last >= _DROP_LOG_INTERVAL:
-            more = f" ({dropped} more since the last report)" if dropped else ""
-            log.warning("OSC packet from %s dropped: not in the allow-list%s", host, more)
-            self._last_drop_log[host] = (now, 0)
-        else:
-            self._last_drop_log[host] = (last, dropped + 1)
+        suppressed = self._log_limit.due((host, what))
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            log.warning("%s from %s dropped: not in the allow-list%s", what, host, more)
         return False
 
     def _may_receive(self, host: str) -> bool:
@@ -359,14 +389,27 @@ def _wake_host(host: str) -> str:
     return host
 
 
-def _tune(sock: socket.socket) -> None:
+def _tune(sock: socket.socket) -> int | None:
+    """Set the socket up for the loop; return the receive buffer the OS granted (None if unknown)."""
     sock.settimeout(0.5)  # only bounds how long stop() can wait; data wakes recvfrom at once
+    size = RECEIVE_BUFFER
+    while size >= 1 << 18:  # absorb bursts (pad hits, a misbehaving script) while the loop catches up
+        try:  # macOS refuses a size above kern.ipc.maxsockbuf outright: try smaller ones
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            break
+        except OSError:
+            size //= 2
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # absorb bursts of pad hits
+        granted: int | None = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     except OSError:
-        pass
+        granted = None
     if hasattr(socket, "SIO_UDP_CONNRESET"):  # Windows: don't turn "port unreachable" into recv errors
         try:
             sock.ioctl(socket.SIO_UDP_CONNRESET, False)  # type: ignore[attr-defined]
         except OSError:
             pass
+    return granted
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"

@@ -1,7 +1,8 @@
 """The OSC address space as data: requests, their arguments, the replies, the settings, the error codes.
 
-The codec validates against these tables, the server dispatches by them and ``docs/OSC.md`` is
-generated from them (``python -m osc_protocol.docs``), so a change here is a change of protocol.
+The codec validates against these tables, the server dispatches by them, the OSCQuery namespace
+(``osc_protocol.oscquery``) and ``docs/OSC.md`` are generated from them (``python -m osc_protocol.docs``),
+so a change here is a change of protocol.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class Arg:
     high: float | None = None
     choices: tuple[str, ...] = ()
     repeated: bool = False  # the last argument of a reply may repeat (optional: zero or more)
+    choices_from: str = ""  # "categories": the allowed values are the loaded model's categories
+
+    @property
+    def osc_tag(self) -> str:
+        """The OSC type tag the argument is sent with, as the OSCQuery namespace states it ("param" is a
+        string; a setting's "value" is stated as "f": ints and integral floats pass for it, and the one
+        string setting, ``sampler``, takes "s")."""
+        return {"param": "s", "value": "f", "any": "f"}.get(self.type, self.type)
 
     def __post_init__(self) -> None:
         if self.type not in TYPE_NAMES:
@@ -65,6 +74,8 @@ class Arg:
         """The allowed values in words, e.g. ``1..64`` or ``one of: a, b``; empty when anything goes."""
         if self.choices:
             return "one of: " + ", ".join(self.choices)
+        if self.choices_from == "categories":
+            return "a category of the loaded model"
         if self.low is not None and self.high is not None:
             return f"{_number(self.low)}..{_number(self.high)}"
         if self.low is not None:
@@ -150,7 +161,7 @@ _REQUESTS = (
     ),
     Request(
         "/dd/generate", "generate",
-        (Arg("category", "s", "the category to render, from /dd/categories"), COUNT, SEED),
+        (Arg("category", "s", "the category to render, from /dd/categories", choices_from="categories"), COUNT, SEED),
         "Render new samples of a category into the output folder.",
         replies=("/dd/done",), interim=("/dd/queued", "/dd/progress"), example=("kick", 4, 1234),
     ),
@@ -318,7 +329,22 @@ _ERRORS = (
     ("bad_config", "sent by the engine: a setting or request the loaded model cannot do"),
 )
 
+# Values a controller may show, read over OSCQuery (HTTP) only: ``STATE_PREFIX`` + "/" + name; the pool
+# fill is one value per category of the loaded model under ``POOL_PREFIX``, the settings' values (as
+# /dd/get reads them) under ``SETTINGS_PREFIX``, named and ranged as in PARAMS.
+STATE_PREFIX = "/dd/state"
+POOL_PREFIX = STATE_PREFIX + "/pool"
+SETTINGS_PREFIX = STATE_PREFIX + "/settings"
+_STATE = (
+    Arg("engine", "s", "what the engine is doing", choices=("idle", "busy", "loading")),
+    Arg("model", "s", "name of the loaded model, empty while none is"),
+    Arg("backend", "s", "where the model runs, e.g. torch-cuda, torch-cpu, onnx-cpu"),
+    Arg("queued", "i", "jobs waiting or running", low=0),
+)
+POOL_FILL = Arg("category", "i", "pre-rendered samples of the category ready for instant hits", low=0, high=64)
+
 REQUESTS: dict[str, Request] = {r.address: r for r in _REQUESTS}
+STATE: dict[str, Arg] = {a.name: a for a in _STATE}
 REPLIES: dict[str, Reply] = {r.address: r for r in _REPLIES}
 PARAMS: dict[str, Arg] = {p.name: p for p in _PARAMS}
 ERRORS: dict[str, str] = dict(_ERRORS)

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,10 @@ def test_the_status_bar_names_model_osc_and_the_audio_error(window, qtbot):
     title = window.windowTitle()  # the version, the model and the runtime, as `dd-companion --version` says
     assert title.startswith(f"DD Companion {VERSION} · ") and "tiny" in title and "torch-cpu" in title
     host, port = window.bridge.companion.server.address
-    assert labels["osc"].text() == f"OSC udp://{host}:{port}"
+    url = window.bridge.companion.oscquery.url
+    assert labels["osc"].text() == f"OSC udp://{host}:{port} · OSCQuery {url}"
+    with urllib.request.urlopen(url + "?HOST_INFO", timeout=10) as response:  # the window's own OSCQuery
+        assert json.loads(response.read())["OSC_PORT"] == port
     assert "audio is off" in window.error_label.text()  # no such device here: said plainly, window runs on
 
 

@@ -313,7 +313,7 @@ def test_every_error_code_the_code_raises_is_documented():
     raised = set()
     for name in ("codec.py", "server.py"):
         text = (ROOT / "osc_protocol" / name).read_text(encoding="utf-8")
-        raised |= set(re.findall(r"""(?:RequestError\(|error\(-1, )\s*"([a-z_]+)\"""", text))
+        raised |= set(re.findall(r"""(?:RequestError\(|error\(-1, |_refuse\(source, )\s*"([a-z_]+)\"""", text))
     assert raised >= {"unknown_address", "bad_type", "out_of_range", "not_allowed", "unavailable", "malformed"}
     assert raised <= set(ERRORS), raised - set(ERRORS)
 

@@ -125,6 +125,40 @@ def test_garbage_leaves_the_server_answering(serve):
     assert client.request("/dd/generate", "kick", expect=("/dd/done",))[0] == "/dd/done"
 
 
+def test_after_a_burst_of_garbage_every_valid_request_is_answered_and_jobs_complete(serve):
+    companion, client = serve(steps=20, pool_size=1)
+    client.send("/dd/generate", "kick", 1, 7)  # in progress while the burst comes
+    _, (first,) = client.wait_for("/dd/queued")
+    for i in range(2000):  # as fast as one Python sender can
+        client.send_raw(b"\x00" + bytes([i % 251]) * (i % 60))
+    for token in range(10):
+        client.send("/dd/ping", token)
+    client.send("/dd/generate", "snare", 2)
+    pongs, done = set(), {}
+    deadline = time.monotonic() + WAIT
+    while (len(pongs) < 10 or len(done) < 2) and time.monotonic() < deadline:
+        message = client.receive(0.5)
+        if message is None:
+            continue
+        address, args = message
+        if address == "/dd/pong":
+            pongs.add(args[0])
+        elif address == "/dd/done":
+            done[args[0]] = [Path(p) for p in args[1:]]
+    assert pongs == set(range(10))
+    assert first in done and sorted(len(paths) for paths in done.values()) == [1, 2]
+    for paths in done.values():  # complete files, nothing half-written
+        for path in paths:
+            audio, rate = sf.read(path)
+            assert audio.shape == (512, 2)
+    assert not list(companion.folder.root.rglob("*.partial"))
+    deadline = time.monotonic() + WAIT  # and the pre-render pool goes on: full again
+    while not (companion.pool.counts() and all(n == 1 for n in companion.pool.counts().values())) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert companion.pool.counts() == {"kick": 1, "snare": 1, "clap": 1}
+
+
 def test_a_burst_beyond_the_queue_bound_gets_busy_and_every_accepted_job_completes(serve):
     companion, client = serve(queue_limit=2, steps=40)
     for _ in range(8):

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", "-m", help="model name or path (default: the settings', else the shipped model)")
     p.add_argument("--folder", help="output folder the DAW browses")
     p.add_argument("--osc-port", type=int, help="UDP port for OSC (0 = any free port)")
+    p.add_argument("--oscquery-port", type=int, metavar="PORT", help="TCP port of the OSCQuery namespace (default: "
+                   "the OSC port + 1; -1 = off)")
     p.add_argument("--backend", choices=BACKENDS, help="runtime (default auto)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--midi", dest="midi_port", metavar="PORT", help="MIDI input port (name prefix; default: a "

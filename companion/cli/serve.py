@@ -30,7 +30,7 @@ from models.samplers import DEFAULT_SAMPLER, SAMPLERS
 log = logging.getLogger("dd.serve")
 
 # flag dest -> settings key (every flag defaults to None: "not given, keep the file's value")
-_FLAGS = ("folder", "osc_host", "osc_port", "reply_port", "allow", "model", "backend", "device", "precision",
+_FLAGS = ("folder", "osc_host", "osc_port", "reply_port", "allow", "oscquery_port", "mdns", "model", "backend", "device", "precision",
           "rate", "format", "pool_size", "pool_categories", "max_per_category", "batch_size", "queue_limit",
           "steps", "sampler", "guidance", "tail_gate", "band_limit", "seconds", "seed", "live", "midi_port", "audio_device")
 
@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--osc-port", type=int, help="UDP port to listen on (default 9000; 0 = any free port)")
     p.add_argument("--reply-port", type=int, help="send replies to this port on the sender's host")
     p.add_argument("--allow", nargs="+", metavar="CIDR", help="clients allowed when listening on the network")
+    p.add_argument("--oscquery-port", type=int, metavar="PORT", help="TCP port of the OSCQuery namespace (HTTP, "
+                   "on the OSC host; default: the OSC port + 1; 0 = any free port; -1 = off)")
+    p.add_argument("--no-oscquery", dest="oscquery_port", action="store_const", const=-1,
+                   help="do not serve the OSCQuery namespace")
+    p.add_argument("--mdns", action=argparse.BooleanOptionalAction, help="advertise OSC and OSCQuery over mDNS "
+                   "(default: only when listening beyond loopback)")
     p.add_argument("--model", "-m", help="model name or path (default: the shipped default model)")
     p.add_argument("--backend", choices=BACKENDS, help="runtime (default auto)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
@@ -94,6 +100,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     ``--midi`` and ``--audio`` imply ``--live`` (live = 1) unless ``--no-live`` is given."""
     settings = load_settings(args.config, must_exist=args.config is not None and not args.save_settings)
     values = {key: getattr(args, key) for key in _FLAGS if getattr(args, key) is not None}
+    if "mdns" in values:
+        values["mdns"] = int(values["mdns"])
     if "live" in values:
         values["live"] = int(values["live"])
     elif args.midi_port is not None or args.audio_device is not None:

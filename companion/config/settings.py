@@ -69,6 +69,10 @@ SPECS: dict[str, Spec] = {
     "reply_port": Spec(int, "send replies to this port on the sender's host (unset = the sender's port)",
                        1, 65535, optional=True),
     "allow": Spec(list, "client addresses or networks allowed when listening on the network"),
+    "oscquery_port": Spec(int, "TCP port of the OSCQuery (HTTP) namespace, on the OSC host (unset = the OSC port + 1; "
+                          "0 = any free port; -1 = off)", -1, 65535, optional=True),
+    "mdns": Spec(int, "1 advertises OSC and OSCQuery over mDNS/DNS-SD (_osc._udp, _oscjson._tcp), 0 does not "
+                 "(unset = only when listening beyond loopback)", 0, 1, optional=True),
     "model": Spec(str, "model name or path (unset = the shipped default model)", optional=True),
     "backend": Spec(str, "runtime", choices=BACKENDS),
     "device": Spec(str, "auto, cpu, cuda, cuda:N or mps"),
@@ -134,6 +138,8 @@ class Settings(Params):
     osc_port: int = 9000
     reply_port: int | None = None
     allow: tuple[str, ...] = ()
+    oscquery_port: int | None = None
+    mdns: int | None = None
     model: str | None = None
     backend: str = "auto"
     device: str = "auto"

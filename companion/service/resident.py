@@ -1,6 +1,7 @@
 """The resident companion: everything ``serve`` (and the window) runs, built from settings.
 
-Model, engine, pre-render pool, watched folder, OSC server and bridge, and the live rig when the
+Model, engine, pre-render pool, watched folder, OSC server and bridge, the OSCQuery (HTTP) namespace
+beside the OSC port with its mDNS advertisement when wanted, and the live rig when the
 settings ask for it (``live = 1``: MIDI pads with the pad map of the settings' ``[pads]`` table, and
 the audio output). :meth:`Companion.save_settings` writes the settings in effect, MIDI-learned pad
 bindings included, so that a restart comes back the same.
@@ -8,7 +9,9 @@ bindings included, so that a restart comes back the same.
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -19,7 +22,9 @@ from companion.config.settings import Settings, save_settings
 from companion.engine.engine import Engine
 from companion.engine.pool import Pool
 from companion.output.folder import SampleFolder, default_output_folder
+from companion.service import mdns
 from companion.service.osc_bridge import OscBridge
+from companion.service.oscquery import NAME, OscQueryServer, live_snapshot
 from osc_protocol.server import OscServer
 
 log = logging.getLogger("dd.serve")
@@ -47,6 +52,17 @@ class Companion:
         self.bridge = OscBridge(self.engine, self.pool, load_options=self.load_options)
         self.server = OscServer(settings.osc_host, settings.osc_port, reply_port=settings.reply_port,
                                 allow=settings.allow or None)
+        self.oscquery: OscQueryServer | None = None
+        self.advertiser: mdns.Advertiser | None = None
+        self.advertiser_wanted = mdns.wanted(settings.mdns, settings.osc_host)
+        if self.advertiser_wanted:
+            try:
+                mdns.require()
+            except mdns.MdnsUnavailable as exc:
+                if settings.mdns:  # asked for: an error now, naming the install line
+                    raise ValueError(str(exc)) from None
+                log.warning("%s; the companion is not advertised", exc)
+                self.advertiser_wanted = False
 
     def start(self) -> None:
         """Prepare the folder, load the model (errors propagate), start the engine, the pool and OSC."""
@@ -69,9 +85,36 @@ class Companion:
             self.bridge.rack = self.live.rack
         self.bridge.attach(self.server)
         self.server.start()
+        self._start_oscquery()
+        if self.advertiser_wanted:
+            name = f"{NAME} on {socket.gethostname().split('.')[0]}"
+            http_port = self.oscquery.address[1] if self.oscquery is not None else None
+            self.advertiser = mdns.Advertiser(name, self.server.host, self.server.address[1], http_port)
+            self.advertiser.start()
+
+    def _start_oscquery(self) -> None:
+        """OSCQuery on the configured port, else the OSC port + 1 (any free port if that one is taken)."""
+        wanted = self.settings.oscquery_port
+        if wanted == -1:
+            return
+        port = self.server.address[1] + 1 if wanted is None else wanted
+        server = OscQueryServer(self.server, port if port <= 65535 else 0, lambda: live_snapshot(self.engine, self.pool))
+        try:
+            server.start()
+        except OSError as exc:
+            if wanted is not None or exc.errno != errno.EADDRINUSE:
+                raise
+            log.warning("%s; OSCQuery takes any free port instead", exc)
+            server = OscQueryServer(self.server, 0, server.live)
+            server.start()
+        self.oscquery = server
 
     def stop(self) -> None:
         """Stop taking requests, cancel jobs, let writes in progress finish."""
+        if self.advertiser is not None:
+            self.advertiser.stop()
+        if self.oscquery is not None:
+            self.oscquery.stop()
         self.server.stop()
         if self.live is not None:
             self.live.stop()
@@ -99,7 +142,13 @@ class Companion:
         replies = f"port {self.settings.reply_port} of the sender" if self.settings.reply_port else "the sender"
         pool = self.engine.params.pool_size
         return [
-            f"OSC on udp://{host}:{port} (replies to {replies}; protocol: docs/OSC.md)",
+            f"OSC on udp://{host}:{port} (replies to {replies}; receive buffer {self.server.buffer_text()}; "
+            "protocol: docs/OSC.md)",
+            f"OSCQuery on {self.oscquery.url} (namespace: curl {self.oscquery.url}; docs/oscquery.md)"
+            if self.oscquery is not None else "OSCQuery: off",
+            (f"mDNS: advertising {' and '.join(t.split('.')[0] + '.' + t.split('.')[1] for t in self.advertiser.types)}"
+             if self.advertiser is not None
+             else "mDNS: off" + (" (listening on loopback only; --mdns to advertise)" if self.settings.mdns is None else "")),
             f"output folder: {self.folder.root}",
             f"model: {model.name} on {model.runtime} ({', '.join(model.categories) or 'unconditional'})",
             f"pool: {pool} per category" if pool else "pool: off",
