@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ class RayStats:
     retried: int  # chunks rendered again after their worker died
     replaced: int  # actors started in place of dead ones
     per_worker: dict[str, int]  # worker id -> sounds it rendered
+    startup_s: float = 0.0  # connecting and starting the actors (each loading the model)
+    render_s: float = 0.0  # from the first chunk handed out to the last result written
 
 
 class PackWorker:
@@ -83,6 +86,7 @@ def render_on_ray(setup: RenderSetup, facts: dict[str, Any], todo: Sequence[Soun
                   *, address: str = "auto", workers: int | None = None, chunk: int = 4) -> RayStats:
     """Render ``todo`` on the cluster; ``done(sound, wav_bytes)`` runs in this process for each result."""
     ray = import_ray()
+    begin = time.perf_counter()
     connect(ray, address)
     cpus = int(ray.cluster_resources().get("CPU", 0))
     count = workers or max(1, cpus // setup.threads)
@@ -112,6 +116,7 @@ def render_on_ray(setup: RenderSetup, facts: dict[str, Any], todo: Sequence[Soun
             raise RayPackError(f"worker {wid} (pid {info['pid']}) loaded {theirs}, the driver {ours}: every node "
                                "needs the same model file")
     pending: dict[Any, tuple[int, int, list[Sound]]] = {}  # ref -> (worker, chunk id, sounds)
+    stats.startup_s = time.perf_counter() - begin
 
     def feed() -> None:
         for wid, actor in list(actors.items()):
@@ -146,6 +151,7 @@ def render_on_ray(setup: RenderSetup, facts: dict[str, Any], todo: Sequence[Soun
                 done(by_name[name], data)
             stats.per_worker[str(wid)] = stats.per_worker.get(str(wid), 0) + len(results)
             feed()
+        stats.render_s = time.perf_counter() - begin - stats.startup_s
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)

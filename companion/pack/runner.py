@@ -52,7 +52,8 @@ class Summary:
             if self.removed_partials:
                 out.append(f"  removed {self.removed_partials} unfinished temporary file(s) of an interrupted run")
             if self.ray:
-                out.append(f"  ray: {self.ray['workers']} worker(s), {self.ray['chunks']} chunk(s), "
+                out.append(f"  ray: {self.ray['workers']} worker(s) ready in {self.ray['startup_s']:.1f} s, "
+                           f"{self.ray['chunks']} chunk(s) in {self.ray['render_s']:.1f} s, "
                            f"{self.ray['retried']} retried after a worker died")
             out.append(f"  manifest: {self.out / 'manifest.json'}")
         if self.kit:
