@@ -149,3 +149,25 @@ def test_the_command_refuses_a_bad_spec_and_creates_nothing(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no category 'cowbell'" in proc.stderr
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--chunk", "0"], "--chunk must be in 1..1000, got 0"),
+    (["--workers", "2"], "--workers and --chunk are for a Ray run"),
+])
+def test_the_command_refuses_bad_options(tmp_path, extra, words):
+    spec = write(tmp_path, GOOD)
+    proc = subprocess.run([sys.executable, "-m", "companion", "pack", str(spec), *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_pack_ray_without_ray_installed_names_the_install_line(tmp_path):
+    spec = write(tmp_path, GOOD.replace("steps = 4", "steps = 1\nseconds = 0.05").replace("count = 4", "count = 1"))
+    code = ("import sys; sys.modules['ray'] = None; from companion.cli.main import main; "
+            f"sys.exit(main(['pack', {str(spec)!r}, '--ray', 'auto', '-q']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "pack --ray needs Ray: pip install 'dd-companion[ray]'" in proc.stderr
+    assert not (tmp_path / "t").exists()

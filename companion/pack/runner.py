@@ -65,6 +65,10 @@ def make_pack(spec: PackSpec, *, kit: str | None = None, ray: str | None = None,
               chunk: int = 4, renderer: Renderer | None = None, stream: TextIO | None = sys.stderr) -> Summary:
     """Render what is missing of ``spec``'s pack and write its manifest (and kit). ``stream`` None: no bar."""
     check_out_folder(spec)
+    if ray:
+        from companion.pack.ray_run import import_ray  # Ray only for a pack that asks for it
+
+        import_ray()  # not installed: say so before any work
     if kit:
         kit_pads(spec)  # a note clash is a spec error: refuse it now, not after the render
     setup = RenderSetup.of(spec)
@@ -92,7 +96,7 @@ def make_pack(spec: PackSpec, *, kit: str | None = None, ray: str | None = None,
     start = time.perf_counter()
     try:
         if ray:
-            from companion.pack.ray_run import render_on_ray  # Ray only for a pack that asks for it
+            from companion.pack.ray_run import render_on_ray
 
             stats = render_on_ray(setup, renderer.facts, todo, done, address=ray, workers=workers, chunk=chunk)
             summary.ray = vars(stats)
