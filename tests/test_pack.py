@@ -326,3 +326,16 @@ def test_the_decent_sampler_preset_maps_the_same_kit(tmp_path, renderer):
     # a second run on the finished pack writes the other kit too, rendering nothing
     again = make_pack(spec, kit="sfz", renderer=renderer, stream=None)
     assert again.complete_before and again.kit.is_file()
+
+
+def test_the_small_example_pack_renders_with_its_kit_from_the_command_line(tmp_path):
+    spec = tmp_path / "small-pack.toml"
+    spec.write_text((ROOT / "examples" / "small-pack.toml").read_text())
+    proc = subprocess.run([sys.executable, "-m", "companion", "pack", str(spec), "--kit", "sfz"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "8 sound(s) rendered" in proc.stdout and "kit:" in proc.stdout
+    assert "sound/s" in proc.stderr and "8/8" in proc.stderr  # the progress bar: done, rate, time left
+    out = tmp_path / "small-pack"
+    assert len(list(out.rglob("*.wav"))) == 8 and (out / "small-pack.sfz").is_file()
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
