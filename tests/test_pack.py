@@ -80,6 +80,7 @@ def test_a_pack_holds_every_sound_with_its_recipe_and_checksum(reference):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["sounds"] == 7
     assert manifest["render"]["threads"] == 1 and manifest["render"]["backend"] == "onnxruntime"
+    assert manifest["render"]["runtime"].startswith("onnxruntime ")
     for entry in manifest["files"]:
         path = out / entry["path"]
         assert entry["sha256"] == files[entry["path"]] and entry["bytes"] == path.stat().st_size
@@ -195,6 +196,11 @@ def test_resuming_with_another_recipe_is_refused_and_touches_nothing(tmp_path, r
     threads = load_spec(write_spec(tmp_path, SPEC.replace("seed = 11", "seed = 11\nthreads = 2")))
     with pytest.raises(PackStateError, match=r"threads=1.*threads=2"):
         make_pack(threads, stream=None)
+    manifest = json.loads((spec.out / "manifest.json").read_text())
+    manifest["render"]["runtime"] = "onnxruntime 0.1"  # as if made with another runtime version
+    (spec.out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackStateError, match=r"runtime='onnxruntime 0.1'.*runtime='onnxruntime 1"):
+        make_pack(spec, renderer=renderer, stream=None)
     assert hashes(spec.out) == before
 
 

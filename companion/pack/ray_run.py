@@ -52,7 +52,7 @@ class PackWorker:
         self.renderer = Renderer(setup)
 
     def hello(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "facts": self.renderer.facts}
+        return {"pid": os.getpid(), "facts": self.renderer.fingerprint}
 
     def render(self, sounds: Sequence[Sound]) -> list[tuple[str, bytes]]:
         return [(sound.name, self.renderer.render(sound)) for sound in sounds]
@@ -110,11 +110,11 @@ def render_on_ray(setup: RenderSetup, facts: dict[str, Any], todo: Sequence[Soun
         start()
     for wid, actor in list(actors.items()):  # every worker must hold the model this pack's recipes name
         info = ray.get(actor.hello.remote())
-        theirs = {k: info["facts"].get(k) for k in ("model_hash", "backend", "threads")}
+        theirs = {k: info["facts"].get(k) for k in ("model_hash", "backend", "threads", "runtime")}
         ours = {k: facts.get(k) for k in theirs}
         if theirs != ours:
             raise RayPackError(f"worker {wid} (pid {info['pid']}) loaded {theirs}, the driver {ours}: every node "
-                               "needs the same model file")
+                               "needs the same model file and runtime version")
     pending: dict[Any, tuple[int, int, list[Sound]]] = {}  # ref -> (worker, chunk id, sounds)
     stats.startup_s = time.perf_counter() - begin
 

@@ -103,6 +103,12 @@ class Renderer:
         return {"model": self.config.name, "model_hash": b.model_hash, "backend": b.kind,
                 "threads": self.setup.threads, "model_rate": self.config.sample_rate}
 
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """The facts plus the runtime's version: what must match for a resumed or distributed pack to give
+        the same bits (the version is not in the recipe, so a WAV's bytes do not change with it)."""
+        return {**self.facts, "runtime": runtime_version(self.backend)}
+
     def recipe(self, sound: Sound) -> dict[str, Any]:
         """Everything that decides ``sound``'s samples, resolved (the spec's choices and the model's defaults)."""
         opts = options_of(sound).resolved(self.config)

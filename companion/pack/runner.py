@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from companion.pack.kit import kit_pads, write_kit
-from companion.pack.render import Renderer, RenderSetup, check_against_model, runtime_version
+from companion.pack.render import Renderer, RenderSetup, check_against_model
 from companion.pack.spec import PackSpec, Sound
 from companion.pack.state import PackFolder, check_out_folder
 
@@ -74,7 +74,7 @@ def make_pack(spec: PackSpec, *, kit: str | None = None, ray: str | None = None,
     setup = RenderSetup.of(spec)
     renderer = renderer or Renderer(setup)
     check_against_model(spec, renderer.config)
-    folder = PackFolder(spec, renderer.facts, {s.name: renderer.recipe(s) for s in spec.sounds})
+    folder = PackFolder(spec, renderer.fingerprint, {s.name: renderer.recipe(s) for s in spec.sounds})
     removed = folder.remove_stale_partials()
     todo, complete = folder.todo()
     per_category = {c.name: c.count for c in spec.categories}
@@ -98,7 +98,7 @@ def make_pack(spec: PackSpec, *, kit: str | None = None, ray: str | None = None,
         if ray:
             from companion.pack.ray_run import render_on_ray
 
-            stats = render_on_ray(setup, renderer.facts, todo, done, address=ray, workers=workers, chunk=chunk)
+            stats = render_on_ray(setup, renderer.fingerprint, todo, done, address=ray, workers=workers, chunk=chunk)
             summary.ray = vars(stats)
         else:
             for sound in todo:
@@ -106,8 +106,7 @@ def make_pack(spec: PackSpec, *, kit: str | None = None, ray: str | None = None,
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - start
-    extra = {"runtime": runtime_version(renderer.backend),
-             "last_run": {"rendered": summary.rendered, "kept": summary.kept, "seconds": round(summary.seconds, 3),
+    extra = {"last_run": {"rendered": summary.rendered, "kept": summary.kept, "seconds": round(summary.seconds, 3),
                           "where": f"ray {ray}" if ray else "this machine", **({"ray": summary.ray} if ray else {})}}
     folder.write_manifest("complete", extra)
     summary.kit = write_kit(spec, kit) if kit else None

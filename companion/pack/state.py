@@ -91,12 +91,12 @@ class PackFolder:
         recorded: dict[str, dict[str, Any]] = {}
         if old is not None:
             render = old.get("render", {})
-            differ = [k for k in ("model_hash", "backend", "threads") if render.get(k) != self.facts.get(k)]
+            differ = [k for k in ("model_hash", "backend", "threads", "runtime") if render.get(k) != self.facts.get(k)]
             if differ:
                 raise PackStateError(
                     f"{self.root} holds a pack rendered with {', '.join(f'{k}={render.get(k)!r}' for k in differ)}; "
                     f"this run has {', '.join(f'{k}={self.facts.get(k)!r}' for k in differ)}, so its sounds would not "
-                    "match: use the same model and threads, or another 'out' folder")
+                    "match: use the same model, threads and runtime version, or another 'out' folder")
             recorded = {e.get("path"): e.get("recipe") for e in old["files"] if isinstance(e, dict)}
         left = []
         for sound in self.spec.sounds:
