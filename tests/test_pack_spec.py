@@ -171,3 +171,11 @@ def test_pack_ray_without_ray_installed_names_the_install_line(tmp_path):
     assert proc.returncode == 2
     assert "pack --ray needs Ray: pip install 'dd-companion[ray]'" in proc.stderr
     assert not (tmp_path / "t").exists()
+
+
+def test_every_sampling_key_passes_the_model_check(tmp_path, default_config):
+    text = GOOD.replace("steps = 4", "steps = 4\nsampler = \"v-ddim\"\nschedule = \"crash\"\neta = 0.5\nguidance = 1.5\n"
+                        "guidance_interval = [0.2, 0.9]\ntail_gate_db = -50\nband_limit = false\nseconds = 0.3")
+    spec = load_spec(write(tmp_path, text))
+    check_against_model(spec, default_config)
+    assert dict(spec.sounds[0].sampling)["guidance_interval"] == (0.2, 0.9)

@@ -189,7 +189,7 @@ class _Checker:
                       and 0.0 <= value[0] < value[1] <= 1.0)
                 if not ok:
                     raise self.fail(table, key, f"must be two times [low, high] with 0 <= low < high <= 1, got {value!r}")
-                value = [float(v) for v in value]
+                value = (float(value[0]), float(value[1]))
             elif key == "sigma_max":
                 value = self.number(table, key, value, 1.0, 1000.0)
             elif key == "rho":
