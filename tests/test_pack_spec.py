@@ -179,3 +179,11 @@ def test_every_sampling_key_passes_the_model_check(tmp_path, default_config):
     spec = load_spec(write(tmp_path, text))
     check_against_model(spec, default_config)
     assert dict(spec.sounds[0].sampling)["guidance_interval"] == (0.2, 0.9)
+
+
+def test_load_backend_refuses_a_bad_thread_count():
+    from models.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="threads must be a positive integer, got 0"):
+        load_backend(None, threads=0)
+    assert load_backend(None, threads=1).describe()["threads"] == 1
