@@ -59,7 +59,7 @@ APP_SOURCES := $(shell find companion gui osc_protocol models export -name '*.py
 $(APPENV)/.installed: pyproject.toml | system
 	$(PYTHON) -m venv $(APPENV)
 	$(APPENV)/bin/python -m pip install --quiet --upgrade pip
-	$(APPENV)/bin/python -m pip install --quiet ".[gui]" "pyinstaller>=6.10"
+	$(APPENV)/bin/python -m pip install --quiet ".[gui,mdns]" "pyinstaller>=6.10"
 	touch $(APPENV)/.installed
 
 $(APP): $(APPENV)/.installed $(APP_SOURCES)

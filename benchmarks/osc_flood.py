@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.gemm import gemm_gflops
+from benchmarks.machine import gemm_gflops
 from osc_protocol.client import OscClient
 from osc_protocol.codec import MalformedPacket, decode_packet, iter_messages
 

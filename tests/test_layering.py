@@ -31,8 +31,12 @@ LAYERS: dict[str, frozenset[str]] = {
     "companion.live": frozenset({"companion.live", "companion.engine", "companion.config", "companion.output",
                                  "models", "export"}),
     "companion.service": frozenset({*_COMPANION_CORE, "models", "export", "osc_protocol"}),
+    # packs and kits: beside the service, never imported by it (serve needs no Ray)
+    "companion.pack": frozenset({"companion.pack", "companion.engine", "companion.config", "companion.output",
+                                 "models", "export"}),
     # the entry point: every layer, the window included (the gui command imports it lazily)
-    "companion.cli": frozenset({"companion.cli", *_COMPANION_CORE, "models", "export", "osc_protocol", "gui"}),
+    "companion.cli": frozenset({"companion.cli", *_COMPANION_CORE, "companion.pack", "models", "export", "osc_protocol",
+                                "gui"}),
     "companion": frozenset({"companion", "companion.cli"}),  # companion/__init__.py and __main__.py
     # the window: the companion's parts but not its command line; never torch or onnxruntime (below)
     "gui": frozenset({"gui", *_COMPANION_CORE, "models", "osc_protocol"}),

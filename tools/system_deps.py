@@ -44,6 +44,7 @@ TEST_PACKAGES: dict[str, str] = {
     **RUN_PACKAGES,
     "liblo-tools": "the OSC tests' second client (oscsend, oscdump)",
     "jackd2": "real audio and MIDI in the tests (JACK dummy driver)",
+    "puredata-core": "the OSC tests' Pd client (docs/examples/dd-companion.pd, run headless)",
     "binutils": "the desktop app build (PyInstaller reads libraries with objdump)",
 }
 SETS: dict[str, dict[str, str]] = {"run": RUN_PACKAGES, "test": TEST_PACKAGES}

@@ -18,6 +18,7 @@ COMMANDS = (
     "companion.cli.send",
     "companion.cli.devices",
     "companion.cli.gui",
+    "companion.cli.pack",
 )
 
 

@@ -24,14 +24,23 @@ def load_backend(
     precision: str = "auto",
     sample_rate: int | None = None,
     sample_size: int | None = None,
+    threads: int | None = None,
 ) -> Backend:
-    """Load ``model`` (a path, a known name, or None for the default model) on the chosen runtime."""
+    """Load ``model`` (a path, a known name, or None for the default model) on the chosen runtime.
+
+    ``threads`` fixes the runtime's intra-op threads (None: the runtime's choice). torch's count is
+    process-wide, so it is set for the whole process; a pack renders in a process of its own.
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
     path, kind = choose_runtime(model, backend)
     if kind == "torch":
         if "torch" not in available_backends():
             raise ConfigError("backend 'torch' requested but torch is not installed (pip install 'dd-companion[torch]')")
         from models.torch_backend import TorchBackend
 
+        if threads is not None:
+            importlib.import_module("torch").set_num_threads(threads)
         return TorchBackend.load(path, device=device, precision=precision, sample_rate=sample_rate,
                                  sample_size=sample_size)
     if path.suffix.lower() != ".onnx":
@@ -41,7 +50,7 @@ def load_backend(
         from export.ort_backend import OrtBackend
     except ImportError as exc:
         raise ConfigError(f"backend 'onnxruntime' is not available here: {exc}") from None
-    return OrtBackend.load(path, device=device, precision=precision)
+    return OrtBackend.load(path, device=device, precision=precision, threads=threads)
 
 
 def choose_runtime(model: str | Path | None = None, backend: str = "auto") -> tuple[Path, str]:
