@@ -136,3 +136,23 @@ def test_window_screenshot_renders_offscreen(app, env, tmp_path):
     image = QImage(str(shot))
     assert not image.isNull() and image.width() >= 800 and image.height() >= 500
     assert wave_pixels(image) > 16 * 200  # sixteen drawn waveforms, not a blank window
+
+
+def test_pack_from_the_app_is_bit_identical_to_the_package(app, env, tmp_path):
+    import json
+    import shutil
+    import sys
+
+    spec = REPO / "examples" / "small-pack.toml"
+    for where, command in (("app", [str(app)]), ("package", [sys.executable, "-m", "companion"])):
+        folder = tmp_path / where
+        folder.mkdir()
+        shutil.copy(spec, folder / spec.name)
+        done = subprocess.run([*command, "pack", str(folder / spec.name), "--kit", "sfz", "--quiet"], env=env,
+                              cwd=REPO if where == "package" else tmp_path, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, f"{where}: {done.stderr[-2000:]}"
+    manifests = [json.loads((tmp_path / w / "small-pack" / "manifest.json").read_text()) for w in ("app", "package")]
+    sums = [{f["path"]: f["sha256"] for f in m["files"]} for m in manifests]
+    assert len(sums[0]) == 8 and sums[0] == sums[1]
+    assert (tmp_path / "app" / "small-pack" / "small-pack.sfz").is_file()
