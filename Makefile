@@ -49,5 +49,17 @@ default-model: $(STAMP)
 	@if [ $(DEFAULT_WEIGHTS) -nt $(DEFAULT_ONNX) ]; then \
 		$(PY) -m companion export --model $(DEFAULT_WEIGHTS) --out $(DEFAULT_ONNX); fi
 
+# ---- plugin (issue 20): the DAW instrument in plugin/ (C++17 on DPF; VST3, CLAP, LV2, JACK standalone) ----
+# Needs: apt-get install -y --no-install-recommends dpf-source liblo-dev libsndfile1-dev libsoxr-dev
+#        libjack-jackd2-dev (tests also: jalv lilv-utils jackd2). Bundles land in plugin/bin/.
+# `make plugin-core-test` builds the real-time core's unit test with ASan + UBSan and runs it.
+.PHONY: plugin plugin-core-test
+plugin:
+	$(MAKE) -C plugin -j2
+
+plugin-core-test:
+	$(MAKE) -C plugin core-test
+# ---- end plugin ----
+
 clean:
-	rm -rf $(VENV) $(LIGHT) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LIGHT) build dist *.egg-info .pytest_cache .ruff_cache plugin/bin plugin/build

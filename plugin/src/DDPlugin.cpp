@@ -12,7 +12,7 @@ START_NAMESPACE_DISTRHO
 
 namespace {
 enum Param : uint32_t { kBehaviour, kStock, kRegenerate, kVary, kStatus, kStocked, kParamCount };
-enum StateKey : uint32_t { kHost, kPort, kPads, kStateCount };
+enum StateKey : uint32_t { kHostKey, kPortKey, kNotesKey, kPadsKey, kStatusKey, kStateCount };
 constexpr uint32_t kMaxEvents = 1024;
 }  // namespace
 
@@ -21,8 +21,16 @@ public:
     DDPlugin() : Plugin(kParamCount, 0, kStateCount), rack_(getSampleRate()) {
         if (!isDummyInstance()) {  // hosts make a dummy to read the metadata: it opens no socket
             companion_ = std::make_unique<dd::Companion>(rack_, getSampleRate());
-            companion_->setEndpoint("127.0.0.1", 9000);
+            // a new instance looks where DD_COMPANION_HOST / DD_COMPANION_PORT say, else 127.0.0.1:9000;
+            // a project's saved state then sets its own
+            const char* host = std::getenv("DD_COMPANION_HOST");
+            const char* port = std::getenv("DD_COMPANION_PORT");
+            const long p = port != nullptr ? std::strtol(port, nullptr, 10) : 0;
+            companion_->setEndpoint(host != nullptr && host[0] != '\0' ? host : "127.0.0.1",
+                                    p >= 1 && p <= 65535 ? static_cast<int>(p) : 9000);
             companion_->setStockTarget(2);
+            const char* notes = std::getenv("DD_COMPANION_NOTES");  // the default set of notes, else 36..51
+            if (!setNotes(notes != nullptr ? notes : "")) setNotes("");
         }
     }
 
@@ -102,9 +110,11 @@ protected:
     void initState(uint32_t index, State& s) override {
         s.hints = kStateIsOnlyForDSP;
         switch (index) {
-        case kHost: s.key = "host"; s.defaultValue = "127.0.0.1"; s.label = "Companion host"; break;
-        case kPort: s.key = "port"; s.defaultValue = "9000"; s.label = "Companion OSC port"; break;
-        case kPads: s.key = "pads"; s.defaultValue = ""; s.label = "Pad sounds and recipes"; break;
+        case kHostKey: s.key = "host"; s.defaultValue = "127.0.0.1"; s.label = "Companion host"; break;
+        case kPortKey: s.key = "port"; s.defaultValue = "9000"; s.label = "Companion OSC port"; break;
+        case kNotesKey: s.key = "notes"; s.defaultValue = ""; s.label = "Notes to stock (e.g. 36 38 42 46, or 60=perc)"; break;
+        case kPadsKey: s.key = "pads"; s.defaultValue = ""; s.label = "Pad sounds and recipes"; break;
+        case kStatusKey: s.key = "status"; s.defaultValue = ""; s.label = "Status and stocked files (read only)"; break;
         default: break;
         }
     }
@@ -137,7 +147,9 @@ protected:
     String getState(const char* key) const override {
         if (std::strcmp(key, "host") == 0) return String(companion_ ? companion_->host().c_str() : "127.0.0.1");
         if (std::strcmp(key, "port") == 0) return String(companion_ ? companion_->port() : 9000);
+        if (std::strcmp(key, "notes") == 0 && companion_) return String(dd::formatNotes(companion_->pads()).c_str());
         if (std::strcmp(key, "pads") == 0 && companion_) return String(companion_->padsState().c_str());
+        if (std::strcmp(key, "status") == 0 && companion_) return String(companion_->stockState().c_str());
         return String();
     }
 
@@ -146,12 +158,15 @@ protected:
         if (std::strcmp(key, "host") == 0) {
             if (value[0] != '\0') companion_->setEndpoint(value, companion_->port());
         } else if (std::strcmp(key, "port") == 0) {
-            const long port = std::strtol(value, nullptr, 10);
-            if (port >= 1 && port <= 65535) {
+            char* end = nullptr;
+            const long port = std::strtol(value, &end, 10);
+            if (value[0] != '\0' && *end == '\0' && port >= 1 && port <= 65535) {
                 companion_->setEndpoint(companion_->host(), static_cast<int>(port));
             } else {
                 d_stderr2("dd-companion plugin: port must be 1..65535, got '%s'; keeping %d", value, companion_->port());
             }
+        } else if (std::strcmp(key, "notes") == 0) {
+            setNotes(value);
         } else if (std::strcmp(key, "pads") == 0) {
             std::vector<dd::PadRecord> pads;
             std::string error;
@@ -161,6 +176,17 @@ protected:
                 d_stderr2("dd-companion plugin: %s", error.c_str());
             }
         }
+    }
+
+    bool setNotes(const char* text) {
+        std::vector<dd::PadSpec> pads;
+        std::string error;
+        if (!dd::parseNotes(text, pads, error)) {
+            d_stderr2("dd-companion plugin: %s; keeping the notes it had", error.c_str());
+            return false;
+        }
+        companion_->setPads(pads);
+        return true;
     }
 
     void sampleRateChanged(double rate) override {
@@ -187,6 +213,7 @@ protected:
         lastRegenerate_ = regen;
         lastVary_ = vary;
         rack_.process(events_, n, outputs[0], outputs[1], frames);
+        if (companion_) companion_->processingStarted();  // an atomic store: no lock, no wait
         status_ = companion_ ? static_cast<float>(companion_->status()) : 0.0f;
         stocked_ = static_cast<float>(rack_.stockedTotal());
     }

@@ -119,6 +119,16 @@ void Companion::setEndpoint(const std::string& host, int port) {
     wake_.notify_all();
 }
 
+void Companion::setPads(const std::vector<PadSpec>& pads) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    pads_ = pads;
+}
+
+std::vector<PadSpec> Companion::pads() const {
+    std::lock_guard<std::mutex> lk(mutex_);
+    return pads_;
+}
+
 std::string Companion::host() const {
     std::lock_guard<std::mutex> lk(mutex_);
     return host_;
@@ -161,6 +171,15 @@ std::string Companion::padsState() const {
         if (p.note >= 0 && !p.path.empty()) pads.push_back(p);
     }
     return encodePads(pads);
+}
+
+std::string Companion::stockState() const {
+    std::lock_guard<std::mutex> lk(mutex_);
+    std::string out = std::string(statusName(status_.load())) + ": " + statusText_ + "\n";
+    for (size_t pad = 0; pad < stockPaths_.size(); ++pad) {
+        for (const std::string& path : stockPaths_[pad]) out += std::to_string(pad) + "\t" + path + "\n";
+    }
+    return out;
 }
 
 std::string Companion::statusText() const {
@@ -212,7 +231,7 @@ void Companion::run() {
             }
             for (const PadRecord& p : again) {
                 std::string error;
-                deliver(p.note, p.path, ToAudio::Current, error);
+                deliver(p.note, p.path, ToAudio::Reload, error);
             }
         }
         if (changed) connect();
@@ -243,14 +262,14 @@ void Companion::handleOutbox() {
         const size_t pad = msg.pad & 0x7F;
         switch (msg.kind) {
         case ToWorker::Played:
-            if (msg.fromStock && stocked_[pad] > 0) --stocked_[pad];
+            if (msg.fromStock) unstock(pad);
             if (msg.sample != nullptr) {
                 std::lock_guard<std::mutex> lk(mutex_);
                 current_[pad] = PadRecord{static_cast<int>(pad), msg.sample->path, msg.sample->recipe};
             }
             break;
         case ToWorker::Release:
-            if (msg.fromStock && stocked_[pad] > 0) --stocked_[pad];
+            if (msg.fromStock) unstock(pad);
             if (msg.sample != nullptr) {
                 live_.erase(msg.sample);
                 delete msg.sample;
@@ -270,6 +289,12 @@ void Companion::handleOutbox() {
             break;
         }
     }
+}
+
+void Companion::unstock(size_t pad) {
+    if (stocked_[pad] > 0) --stocked_[pad];
+    std::lock_guard<std::mutex> lk(mutex_);
+    if (!stockPaths_[pad].empty()) stockPaths_[pad].pop_front();
 }
 
 void Companion::connect() {
@@ -346,7 +371,7 @@ void Companion::tick() {
             ++it;
         }
     }
-    if (connected_ && !awaiting_ && now >= backoffUntil_) sendNext();
+    if (connected_ && !awaiting_ && now >= backoffUntil_ && started_.load(std::memory_order_relaxed)) sendNext();
     updateStatus();
 }
 
@@ -381,11 +406,13 @@ void Companion::sendNext() {
     if (m == nullptr) {
         const int target = std::min(stockTarget_.load(), kMaxStock);
         int best = -1, bestLevel = target;
-        for (int pad : defaultPads()) {
-            const int level = stocked_[static_cast<size_t>(pad)] + inFlight_[static_cast<size_t>(pad)];
+        std::string category;
+        for (const PadSpec& spec : pads()) {
+            const int level = stocked_[static_cast<size_t>(spec.note)] + inFlight_[static_cast<size_t>(spec.note)];
             if (level < bestLevel) {
-                best = pad;
+                best = spec.note;
                 bestLevel = level;
+                category = spec.category;
             }
         }
         if (best < 0) return;
@@ -394,7 +421,7 @@ void Companion::sendNext() {
         req.pad = best;
         ++inFlight_[static_cast<size_t>(best)];
         m = lo_message_new();
-        lo_message_add_string(m, defaultCategory(best));
+        lo_message_add_string(m, category.c_str());
         lo_message_add_int32(m, 1);
     }
     req.sent = Clock::now();
@@ -502,8 +529,12 @@ bool Companion::deliver(int pad, const std::string& path, ToAudio::Kind kind, st
         return false;
     }
     live_.insert(s);
-    if (kind == ToAudio::Stock) ++stocked_[static_cast<size_t>(pad)];
-    if (kind == ToAudio::Current) {
+    if (kind == ToAudio::Stock) {
+        ++stocked_[static_cast<size_t>(pad)];
+        std::lock_guard<std::mutex> lk(mutex_);
+        stockPaths_[static_cast<size_t>(pad)].push_back(path);
+    }
+    if (kind == ToAudio::Current || kind == ToAudio::Reload) {
         std::lock_guard<std::mutex> lk(mutex_);
         current_[static_cast<size_t>(pad)] = PadRecord{pad, path, s->recipe};
     }
@@ -521,7 +552,7 @@ void Companion::updateStatus() {
     }
     const int target = std::min(stockTarget_.load(), kMaxStock);
     bool full = pending_.empty() && !awaiting_;
-    for (int pad : defaultPads()) full = full && stocked_[static_cast<size_t>(pad)] >= target;
+    for (const PadSpec& spec : pads()) full = full && stocked_[static_cast<size_t>(spec.note)] >= target;
     status_.store(full ? Status::Ready : Status::Stocking);
 }
 

@@ -38,6 +38,11 @@ public:
     std::string host() const;
     int port() const;
     void setStockTarget(int perPad) noexcept { stockTarget_.store(perPad); }
+    void setPads(const std::vector<PadSpec>& pads);  // the notes this instance stocks, and their categories
+    std::vector<PadSpec> pads() const;
+    // the host has started processing (its parameters are applied): only then are sounds requested, so a
+    // plugin that is merely loaded (a host's scan, a disabled track) costs the companion nothing
+    void processingStarted() noexcept { started_.store(true, std::memory_order_relaxed); }
 
     // host rate change: pause() before the rack is cleared, resume() after (audio stopped meanwhile)
     void pause();
@@ -45,6 +50,7 @@ public:
 
     void restore(const std::vector<PadRecord>& pads);  // a saved state: play these sounds again
     std::string padsState() const;                     // the pads' current sounds, for the host to save
+    std::string stockState() const;                    // status line, then note<TAB>file of every stocked sound
     Status status() const noexcept { return status_.load(); }
     std::string statusText() const;
     int replyPort() const noexcept { return replyPort_; }
@@ -84,6 +90,7 @@ private:
     void finish(const Request& req, const std::vector<std::string>& paths);
     bool deliver(int pad, const std::string& path, ToAudio::Kind kind, std::string& error);
     void updateStatus();
+    void unstock(size_t pad);
     void setText(const std::string& text);
 
     Rack& rack_;
@@ -99,7 +106,9 @@ private:
     bool endpointChanged_ = true;
     std::vector<PadRecord> restoreQueue_;
     std::array<PadRecord, kPads> current_{};  // what each pad plays now (the saved state)
+    std::array<std::deque<std::string>, kPads> stockPaths_{};  // the files in each pad's stock, oldest first
     std::string statusText_ = "starting";
+    std::vector<PadSpec> pads_;  // the notes stocked, in the order they are served
     bool stop_ = false;
     bool restoreAsked_ = false;
     bool pauseAsked_ = false, paused_ = false;
@@ -107,6 +116,7 @@ private:
     std::condition_variable pausedCv_;
 
     std::atomic<int> stockTarget_{2};
+    std::atomic<bool> started_{false};
     std::atomic<Status> status_{Status::Missing};
 
     // worker thread only

@@ -66,6 +66,9 @@ void Rack::drainInbox() noexcept {
         case ToAudio::Current:
             setCurrent(p, s, true);
             break;
+        case ToAudio::Reload:  // the same sound again at a new host rate: the stock still comes next
+            setCurrent(p, s, false);
+            break;
         case ToAudio::Flush:
             while (p.count > 0) {
                 Sample* old = popStock(p);

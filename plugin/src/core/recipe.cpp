@@ -91,6 +91,58 @@ bool decodePads(const std::string& text, std::vector<PadRecord>& pads, std::stri
     return true;
 }
 
+bool parseNotes(const std::string& text, std::vector<PadSpec>& pads, std::string& error) {
+    std::vector<PadSpec> out;
+    std::string item;
+    std::istringstream in(text);
+    while (in >> item) {
+        for (size_t k = 0; k < item.size(); ++k) {
+            if (item[k] == ',') item[k] = ' ';
+        }
+        std::istringstream parts(item);
+        std::string one;
+        while (parts >> one) {
+            const size_t eq = one.find('=');
+            const std::string number = one.substr(0, eq);
+            char* end = nullptr;
+            const long n = std::strtol(number.c_str(), &end, 10);
+            if (number.empty() || *end != '\0' || n < 0 || n > 127) {
+                error = "notes: '" + one + "' is not a note number 0..127 (optionally =category)";
+                return false;
+            }
+            PadSpec spec;
+            spec.note = static_cast<int>(n);
+            spec.category = eq == std::string::npos ? defaultCategory(spec.note) : one.substr(eq + 1);
+            if (spec.category.empty()) {
+                error = "notes: note " + number + " has no default category; give one, e.g. " + number + "=perc";
+                return false;
+            }
+            for (const PadSpec& seen : out) {
+                if (seen.note == spec.note) {
+                    error = "notes: note " + number + " is listed twice";
+                    return false;
+                }
+            }
+            out.push_back(spec);
+        }
+    }
+    if (out.empty()) {
+        for (int note : defaultPads()) out.push_back(PadSpec{note, defaultCategory(note)});
+    }
+    pads.swap(out);
+    return true;
+}
+
+std::string formatNotes(const std::vector<PadSpec>& pads) {
+    std::string out;
+    for (const PadSpec& p : pads) {
+        if (!out.empty()) out += ' ';
+        out += std::to_string(p.note);
+        if (p.category != defaultCategory(p.note)) out += "=" + p.category;
+    }
+    return out;
+}
+
 const char* defaultCategory(int note) noexcept {
     switch (note) {
     case 35: case 36: return "kick";

@@ -22,6 +22,15 @@ std::string encodePads(const std::vector<PadRecord>& pads);
 // false (and `error` says why) when the text is not such a state; records with bad notes are refused
 bool decodePads(const std::string& text, std::vector<PadRecord>& pads, std::string& error);
 
+struct PadSpec {
+    int note = -1;
+    std::string category;
+};
+// "36 38 42 46" (default categories) or "36=kick 60=perc" (own ones), separated by spaces or commas;
+// false + `error` naming the bad item. An empty text means the default grid.
+bool parseNotes(const std::string& text, std::vector<PadSpec>& pads, std::string& error);
+std::string formatNotes(const std::vector<PadSpec>& pads);
+
 // the default pad map: GM drum notes -> the shipped default model's categories ("" = not mapped)
 const char* defaultCategory(int note) noexcept;
 // the grid the plugin stocks by default (notes 36..51), most used pads first

@@ -23,7 +23,7 @@ struct Sample {
 
 // worker -> audio
 struct ToAudio {
-    enum Kind : uint8_t { Stock, Current, Flush, Nothing };
+    enum Kind : uint8_t { Stock, Current, Reload, Flush, Nothing };  // Current arms the next hit; Reload does not
     Kind kind = Nothing;
     uint8_t pad = 0;
     Sample* sample = nullptr;
