@@ -8,11 +8,13 @@ around JUCE's base64 of DPF's NUL-separated keys and values).
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,9 +57,9 @@ def load_vst3():
 class Companion:
     """A real ``dd-companion serve`` subprocess; ``stop()`` and ``start()`` again on the same port."""
 
-    def __init__(self, folder: Path, *extra: str, port: int = 0) -> None:
+    def __init__(self, folder: Path, *extra: str, port: int = 0, fast: bool = True) -> None:
         self.folder = folder
-        self.extra = extra
+        self.extra = (*FAST, *extra) if fast else extra
         self.port = port
         self.proc: subprocess.Popen | None = None
         self.start()
@@ -70,7 +72,7 @@ class Companion:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "companion", "serve", "--config", str(config),
              "--folder", str(self.folder), "--osc-port", str(self.port), "--no-live", "--device", "cpu",
-             *FAST, *self.extra],
+             *self.extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
         )
         lines = []
@@ -81,12 +83,19 @@ class Companion:
         found = next((int(m.group(1)) for x in lines if (m := re.search(r"OSC on udp://127\.0\.0\.1:(\d+)", x))), None)
         assert found, "dd-companion serve did not start:\n" + "".join(lines)
         self.port = found
+        self.log = collections.deque(lines, maxlen=200)  # its log keeps flowing: read it, or serve blocks on a full pipe
+        threading.Thread(target=self._drain, args=(self.proc, self.log), daemon=True).start()
+
+    @staticmethod
+    def _drain(proc: subprocess.Popen, log: collections.deque) -> None:
+        for line in proc.stdout:
+            log.append(line)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.communicate(timeout=30)
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -111,7 +111,8 @@ int Companion::onMessage(const char* path, const char* types, lo_arg** argv, int
 void Companion::setEndpoint(const std::string& host, int port) {
     const std::string numeric = numericHost(host);
     std::lock_guard<std::mutex> lk(mutex_);
-    if (host == host_ && port == port_ && target_ != nullptr) return;
+    if (host == host_ && port == port_ && endpointSet_) return;
+    endpointSet_ = true;
     host_ = host;
     port_ = port;
     hostAddress_ = numeric;
@@ -219,6 +220,7 @@ void Companion::run() {
             restoreAsked_ = false;
             changed = endpointChanged_;
             endpointChanged_ = false;
+            if (changed) replyFrom_ = hostAddress_;
         }
         handleOutbox();
         if (reloadAll) {  // the rack was cleared: load every pad's current sound again at the new rate
@@ -431,7 +433,7 @@ void Companion::sendNext() {
 }
 
 void Companion::handleReply(const Reply& r) {
-    if (!hostAddress_.empty() && !r.from.empty() && r.from != hostAddress_) return;  // only the companion talks to us
+    if (!replyFrom_.empty() && !r.from.empty() && r.from != replyFrom_) return;  // only the companion talks to us
     const auto now = Clock::now();
     const auto intArg = [&r](size_t k) { return k < r.args.size() ? (r.args[k].type == 'i' ? r.args[k].i : static_cast<int>(r.args[k].f)) : -1; };
     const auto strArg = [&r](size_t k) { return k < r.args.size() && r.args[k].type == 's' ? r.args[k].s : std::string(); };

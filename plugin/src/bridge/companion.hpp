@@ -104,6 +104,7 @@ private:
     std::string hostAddress_ = "127.0.0.1";
     int port_ = 9000;
     bool endpointChanged_ = true;
+    bool endpointSet_ = false;
     std::vector<PadRecord> restoreQueue_;
     std::array<PadRecord, kPads> current_{};  // what each pad plays now (the saved state)
     std::array<std::deque<std::string>, kPads> stockPaths_{};  // the files in each pad's stock, oldest first
@@ -122,6 +123,7 @@ private:
     // worker thread only
     lo_address target_ = nullptr;
     std::string targetHost_;
+    std::string replyFrom_;           // the companion's numeric address: replies from elsewhere are dropped
     int targetPort_ = 0;
     bool connected_ = false;
     bool subscribed_ = false;
