@@ -2,7 +2,7 @@
 
 Loads the built VST3 (``make plugin``) in pedalboard, starts ``dd-companion serve`` on the shipped default
 model, and for each setting in turn (the companion's defaults, then the fast test setting of 4 steps and
-0.3 s) measures, with one kick pad stocked one deep in "new" mode:
+0.3 s) measures, with one kick pad stocked two deep (the default) in "new" mode:
 
 - note to first sample: hits at varied frames inside the host's 512-frame blocks; the frames between the
   note's frame and its sound's first sample (minus the file's own leading zeros). Target 0.
@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
             server = Companion(Path(tmp) / name.split()[0] / "out", "--pool-size", "0", fast=fast)
             os.environ.update(DD_COMPANION_PORT=str(server.port), DD_COMPANION_NOTES="36")
             plugin = load_vst3()
-            plugin.stock_per_pad = 1
             try:
                 latencies, refills, setting = measure(plugin, args.refills, args.hits if not rows else args.refills)
             finally:

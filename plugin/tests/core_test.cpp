@@ -183,6 +183,11 @@ void testArmedCurrentAndCC() {
     run(rack, {noteOn(0, 40, 127), noteOn(10, 40, 127)}, l, r, 32);
     CHECK(l[0] == 0.7f);   // a restored sound plays on the next hit...
     CHECK(l[10] == 0.1f);  // ...and the one after takes the stock (the 8-frame restored sound has ended)
+    Sample* reloaded = w.make(40, 8, 0.9f);  // the same sound again after a host rate change: not armed
+    CHECK(rack.inbox.push({ToAudio::Reload, 40, reloaded}));
+    w.stock(40, w.make(40, 8, 0.2f));
+    run(rack, {noteOn(0, 40, 127)}, l, r, 32);
+    CHECK(l[0] == 0.2f);  // the stock comes next, as before the change
     Event cc{5, 0xB0, kRegenerateCC, 127};
     run(rack, {cc}, l, r, 8);
     w.drain();

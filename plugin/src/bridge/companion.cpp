@@ -325,7 +325,11 @@ void Companion::connect() {
 void Companion::disconnect(const char* why) {
     connected_ = false;
     subscribed_ = false;
+    if (awaiting_ && awaitingReq_.kind != Kind::Stock) pending_.push_front(awaitingReq_);
     awaiting_ = false;
+    for (const auto& job : jobs_) {  // restores and variations are asked again once the companion answers
+        if (job.second.kind != Kind::Stock) pending_.push_back(job.second);
+    }
     jobs_.clear();  // their answers, if any, are no longer expected
     inFlight_.fill(0);
     // restores and variations stay pending: they are sent again once the companion answers
