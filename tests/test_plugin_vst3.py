@@ -6,6 +6,7 @@ at known frames and checks the output sample by sample against the WAV files the
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -263,3 +264,57 @@ def test_two_instances_on_one_companion_each_get_their_own_sounds(companion, plu
     assert not files_one & files_two, "each instance stocks the replies to its own requests"
     assert_plays(render(one, 0.5, [(256, 36, 127)]), 256, stocked(one)[36][0], 127)
     assert_plays(render(two, 0.5, [(777, 60, 127)]), 777, stocked(two)[60][0], 127)
+
+
+def test_vary_plays_a_variation_of_the_pads_sound_on_the_next_hit(plugin):
+    wait_until(plugin, has_stock(38))
+    source = stocked(plugin)[38][0]
+    render(plugin, 0.5, [(0, 38, 127)])
+    plays_now(plugin, 38, source)
+    plugin.vary = True  # automation of Vary: the companion renders a variation of the last pad's sound
+    render(plugin, 0.05)
+    plugin.vary = False
+    wait_until(plugin, lambda p: current(p)[38][0] != source, timeout=60)
+    varied, recipe = current(plugin)[38]
+    doc = json.loads(recipe)
+    assert doc["kind"] == "variation" and doc["recipe"]["sources"] == [source]  # the companion's recipe names its source
+    assert_plays(render(plugin, 0.5, [(64, 38, 127)]), 64, varied, 127)
+
+
+def test_bad_state_values_are_refused_and_the_old_ones_kept(plugin):
+    before = dpf_state(plugin)
+    set_state(plugin, port="99999", notes="36 300")
+    render(plugin, 0.05)
+    after = dpf_state(plugin)
+    assert after["port"] == before["port"] and after["notes"] == before["notes"]
+    set_state(plugin, port="9x", notes="20")  # not a number; a note without a default category
+    render(plugin, 0.05)
+    after = dpf_state(plugin)
+    assert after["port"] == before["port"] and after["notes"] == before["notes"]
+    set_state(plugin, pads="not a pad state")
+    render(plugin, 0.05)
+    assert dpf_state(plugin)["pads"] == before["pads"]  # the pads it had
+    # and it keeps working: the valid pads of the first two restores came back, the next hit plays them
+    assert_plays(render(plugin, 0.5, [(10, 36, 127)]), 10, current(plugin)[36][0], 127)
+
+
+def test_a_recipe_of_another_model_is_rendered_with_the_loaded_one_and_said_so(plugin, tmp_path):
+    render(plugin, 0.5, [(0, 42, 127)])  # plays what an earlier restore left armed, if anything
+    time.sleep(0.2)
+    wait_until(plugin, has_stock(42))
+    hat = stocked(plugin)[42][0]
+    render(plugin, 0.5, [(0, 42, 127)])
+    plays_now(plugin, 42, hat)
+    recipe = current(plugin)[42][1]
+    doc = json.loads(recipe)
+    doc["recipe"]["model_hash"] = "0" * len(doc["recipe"]["model_hash"])
+    foreign = json.dumps(doc)
+    gone = str(tmp_path / "moved_away.wav")  # a project whose file is gone, made with a model not loaded now
+    set_state(plugin, pads=f"dd-plugin-pads 1\n42\t{gone}\t{foreign}\n")
+    wait_until(plugin, lambda p: status_line(p).startswith("error"), timeout=60)
+    assert "is not the companion's loaded model" in status_line(plugin)
+    again = current(plugin)[42][0]
+    assert again != gone and Path(again).is_file()
+    np.testing.assert_allclose(read_wav(again), read_wav(hat), rtol=0, atol=1e-6)  # same seed on the loaded model
+    set_state(plugin, pads=f"dd-plugin-pads 1\n42\t{again}\t{recipe}\n")  # a good project again: no error
+    wait_until(plugin, lambda p: not status_line(p).startswith("error"), timeout=10)
