@@ -179,3 +179,19 @@ def test_the_lv2_build_in_jalv_plays_the_companions_sound_from_a_note(jack_serve
             matches.append(path)
     assert len(matches) == 1, "the LV2 instance played exactly one of the companion's kicks, sample for sample"
     assert not audio[:, onset + read_wav(str(matches[0])).shape[1]:].any()
+
+
+def test_the_lv2_bundle_describes_an_instrument_lilv_can_read(tmp_path):
+    build()
+    _need("lv2info", "lilv-utils")
+    (tmp_path / "dd-companion.lv2").symlink_to(BIN / "dd-companion.lv2")
+    info = subprocess.run(["lv2info", "urn:dd-companion:plugin"], capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, LV2_PATH=str(tmp_path)))
+    assert info.returncode == 0, info.stderr
+    text = info.stdout
+    assert "DD Companion" in text
+    for symbol in ("lv2_audio_out_1", "lv2_audio_out_2", "lv2_events_in", "behaviour", "stock", "regenerate",
+                   "vary", "status"):
+        assert f"Symbol:      {symbol}\n" in text, symbol
+    ttl = (BIN / "dd-companion.lv2" / "dd-companion_dsp.ttl").read_text()
+    assert "lv2:InstrumentPlugin" in ttl and "midi:MidiEvent" in ttl
