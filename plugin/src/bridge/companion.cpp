@@ -425,6 +425,7 @@ void Companion::sendNext() {
         req = Request{};
         req.kind = Kind::Stock;
         req.pad = best;
+        req.category = category;
         ++inFlight_[static_cast<size_t>(best)];
         m = lo_message_new();
         lo_message_add_string(m, category.c_str());
@@ -501,7 +502,7 @@ void Companion::finish(const Request& req, const std::vector<std::string>& paths
     if (paths.empty() || paths[0].empty()) return;
     std::string error;
     const ToAudio::Kind kind = req.kind == Kind::Stock ? ToAudio::Stock : ToAudio::Current;
-    if (!deliver(req.pad, paths[0], kind, error)) {
+    if (!deliver(req.pad, paths[0], kind, error, req.category)) {
         setText("pad " + std::to_string(req.pad) + ": " + error);
         return;
     }
@@ -522,9 +523,16 @@ void Companion::finish(const Request& req, const std::vector<std::string>& paths
     }
 }
 
-bool Companion::deliver(int pad, const std::string& path, ToAudio::Kind kind, std::string& error) {
+bool Companion::deliver(int pad, const std::string& path, ToAudio::Kind kind, std::string& error,
+                        const std::string& category) {
     auto* s = new Sample();
     if (!loadSample(path, rate_, *s, error)) {
+        delete s;
+        return false;
+    }
+    if (!category.empty() && jsonField(s->recipe, "category") != category) {
+        // a broadcast /dd/queued of another client's job was taken for ours: not this pad's sound
+        error = path + " is a " + jsonField(s->recipe, "category") + ", not the " + category + " asked for";
         delete s;
         return false;
     }

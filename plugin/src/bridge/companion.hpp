@@ -72,6 +72,7 @@ private:
         Kind kind = Kind::Stock;
         int pad = 0;
         std::string expectRecipe;  // Restore: the recipe the new file must match
+        std::string category;      // Stock: the category asked for (a reply of another kind is not ours)
         std::chrono::steady_clock::time_point sent{};
     };
     using Clock = std::chrono::steady_clock;
@@ -88,7 +89,8 @@ private:
     void send(const char* path, lo_message msg);
     void sendNext();
     void finish(const Request& req, const std::vector<std::string>& paths);
-    bool deliver(int pad, const std::string& path, ToAudio::Kind kind, std::string& error);
+    bool deliver(int pad, const std::string& path, ToAudio::Kind kind, std::string& error,
+                 const std::string& category = "");
     void updateStatus();
     void unstock(size_t pad);
     void setText(const std::string& text);
