@@ -72,9 +72,9 @@ test-app: $(APP) $(STAMP)
 	$(PY) -m pytest tests/test_app.py
 
 # Everything: system packages, the linter, the light runtime from a clean `pip install .`, the desktop app,
-# then the whole suite (which runs the built app too). A skip is a failure unless its reason
+# the plugin, then the whole suite (which runs the built app too). A skip is a failure unless its reason
 # says it is optional (a GPU, a display server); see tests/conftest.py.
-test: system lint test-light app
+test: system lint test-light app plugin
 	$(PY) -m pytest
 
 # Reproduce the shipped default model from scratch (fixed seed, built-in synthesizer; see
@@ -87,5 +87,18 @@ default-model: $(STAMP)
 	@if [ $(DEFAULT_WEIGHTS) -nt $(DEFAULT_ONNX) ]; then \
 		$(PY) -m companion export --model $(DEFAULT_WEIGHTS) --out $(DEFAULT_ONNX); fi
 
+# The DAW instrument in plugin/ (C++17 on DPF: VST3, CLAP, LV2, JACK standalone), bundles in plugin/bin/.
+# Its build packages (dpf-source, liblo-dev, libsndfile1-dev, libsoxr-dev, libjack-jackd2-dev, g++) are in the
+# test set of tools/system_deps.py; `make plugin` alone checks that set first.
+# `make plugin-core-test` builds the real-time core's unit test with ASan + UBSan and runs it (the suite's
+# tests/test_plugin_core.py does too).
+.PHONY: plugin plugin-core-test
+plugin plugin-core-test: SYSTEM_SET = test
+plugin: system
+	$(MAKE) -C plugin -j2
+
+plugin-core-test: system
+	$(MAKE) -C plugin core-test
+
 clean:
-	rm -rf $(VENV) $(LIGHT) $(APPENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LIGHT) $(APPENV) build dist *.egg-info .pytest_cache .ruff_cache plugin/bin plugin/build

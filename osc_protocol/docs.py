@@ -46,7 +46,10 @@ so that a DAW device (Max for Live, a Bitwig or REAPER script), a patch (Max, Pu
   in it too.
 - **Where replies go:** to the address and port the request came from, unless
   1. the sender's host subscribed reply addresses with `/dd/reply/subscribe`: then to those
-     (this is what tools that send from a random port need, e.g. `oscsend`, Max's `[udpsend]`), or
+     (this is what tools that send from a random port need, e.g. `oscsend`, Max's `[udpsend]`); but a
+     sender whose own address (host and port) is one of those subscriptions gets its replies alone, so
+     several clients on one host that each subscribe the port they send from (the DAW plugin's
+     instances) never see each other's replies, or
   2. the companion was started with a reply port: then to that port on the sender's host.
 - **Broadcasts:** the progress and results of jobs that did not come from OSC (MIDI pads, the window,
   the command line) go to every subscribed address.

@@ -180,10 +180,14 @@ class OscServer:
     # ------------------------------------------------------------ replies
 
     def destinations(self, source: Address) -> list[Address]:
-        """Where replies to a request from ``source`` go: the host's subscriptions, else the configured
-        reply port on the sender's host, else the sender's own address."""
+        """Where replies to a request from ``source`` go: the sender alone when its own address is one of
+        its host's subscriptions (so several clients on one host, each sending from the port it subscribed,
+        such as several plugin instances, get only their own replies), else the host's subscriptions, else
+        the configured reply port on the sender's host, else the sender's own address."""
         with self._lock:
             subscribed = list(self._subscriptions.get(source[0], ()))
+        if tuple(source[:2]) in subscribed:
+            return [tuple(source[:2])]
         if subscribed:
             return subscribed
         if self.reply_port is not None:

@@ -257,6 +257,25 @@ def test_subscribe_redirects_replies_and_receives_broadcasts(server, client):
         assert server.subscribers() == []
 
 
+def test_a_sender_subscribed_at_its_own_port_gets_its_replies_alone(server, client):
+    """Two clients on one host, each subscribed at the port it sends from (the plugin's instances)."""
+    with OscClient(*server.address, timeout=WAIT) as other:
+        for c in (client, other):
+            c.send("/dd/reply/subscribe", c.address[1])
+            assert c.wait_for("/dd/subscribed") == ("/dd/subscribed", ("127.0.0.1", c.address[1]))
+        client.send("/dd/ping", 7)
+        assert client.wait_for("/dd/pong") == ("/dd/pong", (7,))
+        assert other.receive(SILENCE) is None  # not broadcast to the host's other subscription
+        other.send("/dd/ping", 8)
+        assert other.wait_for("/dd/pong") == ("/dd/pong", (8,))
+        assert client.receive(SILENCE) is None
+        with OscClient(*server.address, timeout=WAIT) as third:  # a sender from an unsubscribed port
+            third.send("/dd/ping", 9)
+            assert client.wait_for("/dd/pong") == ("/dd/pong", (9,))
+            assert other.wait_for("/dd/pong") == ("/dd/pong", (9,))
+            assert third.receive(SILENCE) is None
+
+
 def test_subscribing_a_foreign_host_is_refused(client, server):
     assert "10.1.2.3" in expect_error(client, "/dd/reply/subscribe", "10.1.2.3", 9001, code="not_allowed")
     assert "host must be an IP address" in expect_error(client, "/dd/reply/subscribe", "myhost", 9001, code="bad_value")

@@ -111,3 +111,12 @@ def test_ci_runs_make_test_and_nothing_else():
                 if line.strip() and not line.lstrip().startswith("#")]
     assert commands[-1] == "make test"
     assert not [c for c in commands if c.split()[0] in ("apt-get", "apt", "pip", "python3", "sudo")]
+
+
+def test_no_environment_or_absolute_link_is_tracked():
+    """A tracked `.venv` link (or any link to an absolute path) would replace a user's environment on checkout."""
+    listed = subprocess.run(["git", "ls-files", "-s"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t", 1)[1] for line in listed.splitlines() if line.startswith("120000")]
+    assert not [p for p in links if p.split("/")[0].startswith(".venv") or os.readlink(REPO / p).startswith("/")]
+    tracked = [line.split("\t", 1)[1] for line in listed.splitlines()]
+    assert not [p for p in tracked if p.split("/")[0].startswith(".venv")]

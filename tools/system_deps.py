@@ -46,6 +46,16 @@ TEST_PACKAGES: dict[str, str] = {
     "jackd2": "real audio and MIDI in the tests (JACK dummy driver)",
     "puredata-core": "the OSC tests' Pd client (docs/examples/dd-companion.pd, run headless)",
     "binutils": "the desktop app build (PyInstaller reads libraries with objdump)",
+    "g++": "the DAW plugin build (C++17)",
+    "make": "the DAW plugin build",
+    "pkg-config": "the DAW plugin build",
+    "dpf-source": "the DAW plugin build (DISTRHO Plugin Framework: VST3, CLAP, LV2, JACK)",
+    "liblo-dev": "the DAW plugin build (OSC)",
+    "libsndfile1-dev": "the DAW plugin build (WAV reading)",
+    "libsoxr-dev": "the DAW plugin build (resampling to the host rate)",
+    "libjack-jackd2-dev": "the DAW plugin build (its JACK standalone)",
+    "jalv": "the plugin tests' LV2 host",
+    "lilv-utils": "the plugin tests' LV2 checks (lv2info)",
 }
 SETS: dict[str, dict[str, str]] = {"run": RUN_PACKAGES, "test": TEST_PACKAGES}
 
