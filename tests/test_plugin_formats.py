@@ -7,13 +7,13 @@ import ctypes
 import os
 import shutil
 import subprocess
-import threading
+import sys
 import time
 
 import numpy as np
 import pytest
 
-from tests.plugin_host import BIN, RATE, Companion, build, read_wav
+from tests.plugin_host import BIN, RATE, REPO, Companion, build, read_wav
 
 SERVER = f"ddplug{os.getpid()}"
 PERIOD = 512
@@ -30,10 +30,11 @@ def jack_server():
     _need("jackd", "jackd2")
     _need("jack_lsp", "jackd2")
     _need("jalv", "jalv")
-    try:
-        import jack  # noqa: F401
-    except ImportError as exc:
-        raise AssertionError("JACK-Client is not installed: pip install JACK-Client (the dev extra)") from exc
+    # only looked for here: the recording client runs in a child process (libjack keeps per-server state
+    # that must not meet the suite's other JACK server inside one process)
+    import importlib.util
+
+    assert importlib.util.find_spec("jack"), "JACK-Client is not installed: pip install JACK-Client (the dev extra)"
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
     server = subprocess.Popen(["jackd", "-n", SERVER, "-R", "-P", "70", "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)
@@ -53,7 +54,17 @@ def _ports() -> str:
 
 
 def test_the_clap_entry_point_gives_a_factory_and_the_instrument_descriptor():
+    """Loaded in a child process, as a host would: a plugin library's static state must not outlive the check
+    inside the test runner (nor can a crash in it take the suite down)."""
     build()
+    child = subprocess.run([sys.executable, "-c", "from tests.test_plugin_formats import check_clap; check_clap()"],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stdout + child.stderr
+    assert child.stdout.strip() == "clap ok"
+
+
+def check_clap() -> None:
+    """Open the CLAP bundle with ctypes and walk clap_entry -> init -> plugin factory -> descriptor."""
 
     class Descriptor(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32 * 3), ("id", ctypes.c_char_p), ("name", ctypes.c_char_p),
@@ -90,6 +101,7 @@ def test_the_clap_entry_point_gives_a_factory_and_the_instrument_descriptor():
         assert b"instrument" in features and b"drum" in features
     finally:
         entry.deinit()
+    print("clap ok")
 
 
 def test_the_jack_standalone_registers_midi_in_and_stereo_out(jack_server, tmp_path):
@@ -110,62 +122,22 @@ def test_the_jack_standalone_registers_midi_in_and_stereo_out(jack_server, tmp_p
 
 
 def test_the_lv2_build_in_jalv_plays_the_companions_sound_from_a_note(jack_server, tmp_path):
-    import jack
-
     companion = Companion(tmp_path / "out")
     lv2 = tmp_path / "lv2"
     lv2.mkdir()
     (lv2 / "dd-companion.lv2").symlink_to(BIN / "dd-companion.lv2")
+    recorded = tmp_path / "take.npy"
     env = dict(os.environ, LV2_PATH=str(lv2), DD_COMPANION_PORT=str(companion.port), DD_COMPANION_NOTES="36",
                JACK_DEFAULT_SERVER=jack_server)
-    host = subprocess.Popen(["jalv", "-n", "ddjalv", "urn:dd-companion:plugin"], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)
-    client = jack.Client("ddlv2test", servername=jack_server, no_start_server=True)
-    midi = client.midi_outports.register("midi")
-    ins = [client.inports.register(f"in_{k}") for k in (1, 2)]
-    audio = np.zeros((2, RATE * 2), np.float32)
-    state = {"note": False, "recording": False, "pos": 0}
-    lock = threading.Lock()
-
-    @client.set_process_callback
-    def process(frames):
-        midi.clear_buffer()
-        if state["note"]:
-            midi.write_midi_event(OFFSET, bytes([0x99, 36, 127]))
-            state["note"] = False
-            state["recording"] = True
-        if state["recording"] and state["pos"] < audio.shape[1]:
-            n = min(frames, audio.shape[1] - state["pos"])
-            for k, port in enumerate(ins):
-                audio[k, state["pos"]:state["pos"] + n] = port.get_array()[:n]
-            state["pos"] += n
-
     try:
-        with client:
-            deadline = time.monotonic() + 20
-            while "ddjalv:lv2_audio_out_2" not in _ports():
-                assert host.poll() is None, "jalv exited"
-                assert time.monotonic() < deadline, _ports()
-                time.sleep(0.2)
-            client.connect(midi, "ddjalv:lv2_events_in")
-            client.connect("ddjalv:lv2_audio_out_1", ins[0])
-            client.connect("ddjalv:lv2_audio_out_2", ins[1])
-            deadline = time.monotonic() + 60  # its stock (two kicks by default) fills in wall time
-            while len(kicks := sorted(companion.folder.rglob("*.wav"))) < 2:
-                assert time.monotonic() < deadline, "the LV2 instance asked the companion for nothing"
-                time.sleep(0.2)
-            time.sleep(1.0)  # read and handed to the audio thread
-            with lock:
-                state["note"] = True
-            deadline = time.monotonic() + 10
-            while state["pos"] < audio.shape[1]:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        child = subprocess.run([sys.executable, "-c", "import sys; from tests.test_plugin_formats import record_lv2; "
+                                "record_lv2(*sys.argv[1:])", jack_server, str(companion.folder), str(recorded)],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     finally:
-        host.stdin.close()
-        host.terminate()
-        host.wait(10)
         companion.stop()
+    assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
+    audio = np.load(recorded)
+    kicks = sorted(companion.folder.rglob("*.wav"))
     onset = int(np.argmax(np.abs(audio[0]) > 0))
     # the recorder feeds jalv and listens to it, so JACK runs them a cycle apart: the sound starts at the
     # note's frame, in this cycle or the next
@@ -195,3 +167,58 @@ def test_the_lv2_bundle_describes_an_instrument_lilv_can_read(tmp_path):
         assert f"Symbol:      {symbol}\n" in text, symbol
     ttl = (BIN / "dd-companion.lv2" / "dd-companion_dsp.ttl").read_text()
     assert "lv2:InstrumentPlugin" in ttl and "midi:MidiEvent" in ttl
+
+
+def record_lv2(server: str, folder: str, out: str) -> None:
+    """In a child process: jalv hosts the LV2 build; a JACK client of ours sends one note once the stock has
+    filled and records two seconds of jalv's output into ``out`` (.npy)."""
+    from pathlib import Path
+
+    import jack
+
+    host = subprocess.Popen(["jalv", "-n", "ddjalv", "urn:dd-companion:plugin"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = jack.Client("ddlv2test", servername=server, no_start_server=True)
+    midi = client.midi_outports.register("midi")
+    ins = [client.inports.register(f"in_{k}") for k in (1, 2)]
+    audio = np.zeros((2, RATE * 2), np.float32)
+    state = {"note": False, "recording": False, "pos": 0}
+
+    @client.set_process_callback
+    def process(frames: int) -> None:
+        midi.clear_buffer()
+        if state["note"]:
+            midi.write_midi_event(OFFSET, bytes([0x99, 36, 127]))
+            state["note"] = False
+            state["recording"] = True
+        if state["recording"] and state["pos"] < audio.shape[1]:
+            n = min(frames, audio.shape[1] - state["pos"])
+            for k, port in enumerate(ins):
+                audio[k, state["pos"]:state["pos"] + n] = port.get_array()[:n]
+            state["pos"] += n
+
+    try:
+        with client:
+            deadline = time.monotonic() + 20
+            while "ddjalv:lv2_audio_out_2" not in _ports():
+                assert host.poll() is None, "jalv exited"
+                assert time.monotonic() < deadline, _ports()
+                time.sleep(0.2)
+            client.connect(midi, "ddjalv:lv2_events_in")
+            client.connect("ddjalv:lv2_audio_out_1", ins[0])
+            client.connect("ddjalv:lv2_audio_out_2", ins[1])
+            deadline = time.monotonic() + 60  # its stock (two kicks by default) fills in wall time
+            while len(sorted(Path(folder).rglob("*.wav"))) < 2:
+                assert time.monotonic() < deadline, "the LV2 instance asked the companion for nothing"
+                time.sleep(0.2)
+            time.sleep(1.0)  # read and handed to the audio thread
+            state["note"] = True
+            deadline = time.monotonic() + 10
+            while state["pos"] < audio.shape[1]:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        host.stdin.close()
+        host.terminate()
+        host.wait(10)
+    np.save(out, audio)

@@ -185,7 +185,8 @@ std::string Companion::stockState() const {
 
 std::string Companion::statusText() const {
     std::lock_guard<std::mutex> lk(mutex_);
-    return std::string(statusName(status_.load())) + ": " + statusText_;
+    return std::string(statusName(status_.load())) + ": " + statusText_ + " [jobs " +
+           std::to_string(jobsShown_.load()) + ", waiting " + std::to_string(pendingShown_.load()) + "]";
 }
 
 void Companion::setText(const std::string& text) {
@@ -556,6 +557,8 @@ bool Companion::deliver(int pad, const std::string& path, ToAudio::Kind kind, st
 }
 
 void Companion::updateStatus() {
+    jobsShown_.store(static_cast<int>(jobs_.size()));
+    pendingShown_.store(static_cast<int>(pending_.size()));
     if (!connected_) {
         status_.store(Status::Missing);
         return;

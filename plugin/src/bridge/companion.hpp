@@ -134,6 +134,8 @@ private:
     bool awaiting_ = false;           // a request sent, its /dd/queued not back yet
     Request awaitingReq_{};
     std::map<int, Request> jobs_;     // job number -> request
+    std::atomic<int> jobsShown_{0};     // jobs_.size() and pending_.size(), for the status line (any thread)
+    std::atomic<int> pendingShown_{0};
     std::array<int, kPads> stocked_{};   // samples handed to the rack's stock and not taken out
     std::array<int, kPads> inFlight_{};  // stock requests not answered yet
     std::deque<Request> pending_;     // restores and variations waiting to be sent
