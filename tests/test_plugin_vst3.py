@@ -311,7 +311,9 @@ def test_a_recipe_of_another_model_is_rendered_with_the_loaded_one_and_said_so(p
     foreign = json.dumps(doc)
     gone = str(tmp_path / "moved_away.wav")  # a project whose file is gone, made with a model not loaded now
     set_state(plugin, pads=f"dd-plugin-pads 1\n42\t{gone}\t{foreign}\n")
-    wait_until(plugin, lambda p: status_line(p).startswith("error"), timeout=60)
+    # a render on a loaded machine, behind whatever this instance still has in flight (a job whose reply was
+    # lost holds its slot for the plugin's 60-s job wait at most)
+    wait_until(plugin, lambda p: status_line(p).startswith("error"), timeout=150)
     assert "is not the companion's loaded model" in status_line(plugin)
     again = current(plugin)[42][0]
     assert again != gone and Path(again).is_file()

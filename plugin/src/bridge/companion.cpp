@@ -15,7 +15,8 @@ namespace {
 constexpr auto kRetry = std::chrono::milliseconds(2000);   // ping / reconnect period
 constexpr auto kSilence = std::chrono::milliseconds(5000); // no pong for this long: the companion is gone
 constexpr auto kAckWait = std::chrono::milliseconds(3000); // a request's /dd/queued must come back by then
-constexpr auto kJobWait = std::chrono::seconds(180);       // a job's /dd/done must come back by then
+constexpr auto kJobWait = std::chrono::seconds(60);        // a job's /dd/done must come back by then (a lost
+                                                           // reply blocks one of the two job slots no longer)
 constexpr size_t kJobsInFlight = 2;                         // per instance, so several share the companion's queue
 
 std::string numericHost(const std::string& host) {
@@ -176,7 +177,8 @@ std::string Companion::padsState() const {
 
 std::string Companion::stockState() const {
     std::lock_guard<std::mutex> lk(mutex_);
-    std::string out = std::string(statusName(status_.load())) + ": " + statusText_ + "\n";
+    std::string out = std::string(statusName(status_.load())) + ": " + statusText_ + " [jobs " +
+                      std::to_string(jobsShown_.load()) + ", waiting " + std::to_string(pendingShown_.load()) + "]\n";
     for (size_t pad = 0; pad < stockPaths_.size(); ++pad) {
         for (const std::string& path : stockPaths_[pad]) out += std::to_string(pad) + "\t" + path + "\n";
     }
