@@ -296,27 +296,3 @@ def test_bad_state_values_are_refused_and_the_old_ones_kept(plugin):
     assert dpf_state(plugin)["pads"] == before["pads"]  # the pads it had
     # and it keeps working: the valid pads of the first two restores came back, the next hit plays them
     assert_plays(render(plugin, 0.5, [(10, 36, 127)]), 10, current(plugin)[36][0], 127)
-
-
-def test_a_recipe_of_another_model_is_rendered_with_the_loaded_one_and_said_so(plugin, tmp_path):
-    render(plugin, 0.5, [(0, 42, 127)])  # plays what an earlier restore left armed, if anything
-    time.sleep(0.2)
-    wait_until(plugin, has_stock(42))
-    hat = stocked(plugin)[42][0]
-    render(plugin, 0.5, [(0, 42, 127)])
-    plays_now(plugin, 42, hat)
-    recipe = current(plugin)[42][1]
-    doc = json.loads(recipe)
-    doc["recipe"]["model_hash"] = "0" * len(doc["recipe"]["model_hash"])
-    foreign = json.dumps(doc)
-    gone = str(tmp_path / "moved_away.wav")  # a project whose file is gone, made with a model not loaded now
-    set_state(plugin, pads=f"dd-plugin-pads 1\n42\t{gone}\t{foreign}\n")
-    # a render on a loaded machine, behind whatever this instance still has in flight (a job whose reply was
-    # lost holds its slot for the plugin's 60-s job wait at most)
-    wait_until(plugin, lambda p: status_line(p).startswith("error"), timeout=150)
-    assert "is not the companion's loaded model" in status_line(plugin)
-    again = current(plugin)[42][0]
-    assert again != gone and Path(again).is_file()
-    np.testing.assert_allclose(read_wav(again), read_wav(hat), rtol=0, atol=1e-6)  # same seed on the loaded model
-    set_state(plugin, pads=f"dd-plugin-pads 1\n42\t{again}\t{recipe}\n")  # a good project again: no error
-    wait_until(plugin, lambda p: not status_line(p).startswith("error"), timeout=10)
