@@ -29,21 +29,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.machine import gemm_gflops  # noqa: E402
 from tests.plugin_host import Companion, load_vst3, read_wav, render, stocked, wait_until  # noqa: E402
 
 SETTINGS = {"default": False, "fast (4 steps, 0.3 s)": True}  # name -> the tests' fast setting
-
-
-def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def measure(plugin, refills: int, hits: int) -> tuple[list[int], list[float], str]:

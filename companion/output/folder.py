@@ -272,7 +272,8 @@ def atomic_write(finals: list[tuple[Path, Iterable[bytes]]]) -> None:
         _IN_FLIGHT.difference_update(temps)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a temporary it owns is not stale)."""
     if os.name == "nt":
         return False  # os.kill would terminate it; an open temporary resists deletion there anyway
     try:
@@ -617,7 +618,7 @@ class SampleFolder:
                 continue
             with _IN_FLIGHT_LOCK:
                 busy = path in _IN_FLIGHT
-            if busy or (int(match.group(2)) != os.getpid() and _pid_alive(int(match.group(2)))):
+            if busy or (int(match.group(2)) != os.getpid() and pid_alive(int(match.group(2)))):
                 continue
             try:
                 path.unlink()

@@ -10,7 +10,6 @@ manifest holds it with the same recipe; a file made from another recipe is refus
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -18,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from companion.output.folder import OutputError, app_version, atomic_write
+from companion.output.folder import OutputError, app_version, atomic_write, pid_alive
 from companion.pack.spec import PackSpec, Sound, SpecError
+from models.known_models import file_sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "dd-companion-pack/1"
@@ -30,24 +30,6 @@ class PackStateError(OutputError):
     """The folder holds a pack this spec cannot resume (another model or recipe) or a broken manifest."""
 
     code = "bad_pack_folder"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -124,7 +106,7 @@ class PackFolder:
             for entry in entries:
                 match = _PARTIAL_RE.match(entry.name)
                 if match and match.group("name") in wanted and (
-                        int(match.group("pid")) == os.getpid() or not _pid_alive(int(match.group("pid")))):
+                        int(match.group("pid")) == os.getpid() or not pid_alive(int(match.group("pid")))):
                     entry.unlink(missing_ok=True)
                     removed += 1
         return removed
@@ -149,7 +131,7 @@ class PackFolder:
                                      "seed": sound.seed, "layer": sound.layer, "variation": sound.variation,
                                      "recipe": self.recipes[sound.name]}
             if status == "complete" or path.exists():
-                entry.update(bytes=path.stat().st_size, sha256=sha256_of(path))
+                entry.update(bytes=path.stat().st_size, sha256=file_sha256(path))
             files.append(entry)
         doc = {"format": FORMAT, "pack": self.spec.name, "status": status, "spec": self.spec.path.name,
                "made_by": f"dd-companion {app_version()}", "render": self.facts, "sounds": len(files),
